@@ -1,0 +1,14 @@
+"""Triton kernels of tritongru: the persistent GRU forward and backward, and their launchers."""
+
+from .gru_backward import gru_backward, gru_bwd_persistent_kernel
+from .gru_forward import gru_forward, gru_fwd_persistent_kernel
+from .launch import PersistentConfig, programs_per_sm
+
+__all__ = [
+    "PersistentConfig",
+    "gru_backward",
+    "gru_bwd_persistent_kernel",
+    "gru_forward",
+    "gru_fwd_persistent_kernel",
+    "programs_per_sm",
+]

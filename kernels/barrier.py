@@ -1,0 +1,42 @@
+"""A grid-wide barrier for persistent kernels, with a bounded wait.
+
+Flip-bit counter (the scheme of CUDA's ``grid.sync()`` and Inductor's cooperative reductions): one
+int32 word; program 0 adds ``2**31 - (N - 1)``, every other program adds 1, so a full round adds
+exactly ``2**31`` and only flips the sign bit. Each program waits until the sign bit differs from
+the value its own arrival returned. The word never needs a reset between steps or launches, as long
+as every round completes.
+
+A round may not complete: another process can hold SMs, so a program of this grid never runs. The
+wait is bounded by ``TIMEOUT_NS`` of the GPU's global timer; a program that gives up raises the
+error word, every other program sees it and leaves its wait, and the host raises an error after the
+launch. The counter is then left mid-round, so the host zeroes both words before the next launch.
+"""
+
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import globaltimer
+
+
+@triton.jit
+def grid_barrier(p_sync, NUM_PROGRAMS: tl.constexpr, TIMEOUT_NS: tl.constexpr):
+    """Wait until all ``NUM_PROGRAMS`` programs have arrived; ``p_sync`` = [counter, error]."""
+    # Every thread's stores must be issued before the single thread that arrives releases them.
+    tl.debug_barrier()
+    if NUM_PROGRAMS > 1:
+        p_error = p_sync + 1
+        if tl.program_id(0) == 0:
+            arrive = 2**31 - (NUM_PROGRAMS - 1)
+        else:
+            arrive = 1
+        old = tl.atomic_add(p_sync, arrive, sem="release", scope="gpu")
+        deadline = globaltimer() + TIMEOUT_NS
+        waiting = True
+        while waiting:
+            now = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+            flipped = (old ^ now) < 0
+            failed = tl.atomic_add(p_error, 0, sem="relaxed", scope="gpu") != 0
+            if globaltimer() > deadline:
+                tl.atomic_xchg(p_error, 1, sem="relaxed", scope="gpu")
+                failed = True
+            waiting = not (flipped or failed)
+    tl.debug_barrier()

@@ -1,0 +1,157 @@
+"""The persistent GRU backward: one launch runs the whole sequence of one layer in reverse time.
+
+Per step and row, with ``dh`` the gradient reaching ``h_t`` (output gradient plus what step t+1
+carried back)::
+
+    dn = dh (1 - z)           dz = dh (h_{t-1} - n)
+    da_n = dn (1 - n^2)       da_z = dz z (1 - z)
+    da_r = da_n gh_n r (1 - r)
+    dgx_t = [da_r, da_z, da_n]        dgh_t = [da_r, da_z, da_n r]
+    dh_{t-1} = dh z + dgh_t W_hh
+
+Only the last product is sequential. A program owns hidden units ``[j0, j0 + BLOCK_H)`` and keeps
+the columns ``W_hh[:, j0:j0+BLOCK_H]`` of all three gates on chip. Each step has two phases: the
+elementwise gate gradients of its slice (published to ``dgh``), a grid barrier, then its slice of
+``dgh_t W_hh``, which needs every program's ``dgh_t``. ``dgh`` has one slot per step, so no slot is
+reused while another program may still read it and one barrier per step suffices. ``dgx`` (for the
+input GEMMs) and ``dgh`` (for ``dW_hh``) leave the kernel; the weight gradients are batched GEMMs.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .barrier import grid_barrier
+from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
+from .tiles import chunked_dot, load_row_chunks, load_weight_chunks, row_time
+
+
+@triton.jit
+def gru_bwd_persistent_kernel(
+    p_dy,  # (T, B, H) gradient of the output
+    p_w,  # (3H, H) W_hh
+    p_hs,  # (T + 1, B, H) states saved by the forward: slot s holds the input state of step s
+    p_gates,  # (T, B, 4, H) r, z, n, gh_n saved by the forward, by step
+    p_len,  # (B,) int32 lengths, read when USE_LENGTHS
+    p_dgx,  # (T, B, 3H) out: gradient of the input projection, by time index
+    p_dgh,  # (T, B, 3H) out: gradient of W_hh h + b_hh, by step
+    p_dstate,  # (B, H) fp32: gradient of h_n in, gradient of h0 out
+    p_sync,  # (2,) int32 barrier counter and error word
+    T,
+    B,
+    H,
+    NUM_B_TILES,
+    REVERSE: tl.constexpr,
+    USE_LENGTHS: tl.constexpr,
+    NUM_PROGRAMS: tl.constexpr,
+    NUM_H_TILES: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BARRIER_PROGRAMS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    NUM_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ACC: tl.constexpr,
+    TIMEOUT_NS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_tiles = NUM_H_TILES * NUM_B_TILES
+    if RESIDENT:
+        offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+        b_wr = load_weight_chunks(p_w, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+        b_wz = load_weight_chunks(p_w + H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+        b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+    dtype = p_dgh.dtype.element_ty
+    for rev_step in range(T):
+        step = T - 1 - rev_step
+        p_dgh_s = p_dgh + tl.cast(step, tl.int64) * B * 3 * H
+        for tile in range(pid, num_tiles, NUM_PROGRAMS):
+            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+            mask_b = offs_b < B
+            mask = mask_b[:, None] & (offs_j < H)[None, :]
+            t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
+            offs_bh = offs_b[:, None] * H + offs_j[None, :]
+
+            dy = tl.load(p_dy + t[:, None] * B * H + offs_bh, mask=mask & valid[:, None], other=0.0)
+            dh = tl.load(p_dstate + offs_bh, mask=mask, other=0.0) + dy.to(ACC)
+            p_g = p_gates + (tl.cast(step, tl.int64) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
+            r = tl.load(p_g, mask=mask, other=0.0).to(ACC)
+            z = tl.load(p_g + H, mask=mask, other=0.0).to(ACC)
+            n = tl.load(p_g + 2 * H, mask=mask, other=0.0).to(ACC)
+            gh_n = tl.load(p_g + 3 * H, mask=mask, other=0.0).to(ACC)
+            p_h = p_hs + tl.cast(step, tl.int64) * B * H + offs_bh
+            h_prev = tl.load(p_h, mask=mask, other=0.0).to(ACC)
+
+            da_n = dh * (1.0 - z) * (1.0 - n * n)
+            da_z = dh * (h_prev - n) * z * (1.0 - z)
+            da_r = da_n * gh_n * r * (1.0 - r)
+            # A finished row's state passes through unchanged: no gate gradient, dh carried as is.
+            da_r = tl.where(valid[:, None], da_r, 0.0)
+            da_z = tl.where(valid[:, None], da_z, 0.0)
+            da_n = tl.where(valid[:, None], da_n, 0.0)
+            dh_carry = tl.where(valid[:, None], dh * z, dh)
+
+            offs_g = offs_b[:, None] * (3 * H) + offs_j[None, :]
+            p_dgx_t = p_dgx + t[:, None] * B * 3 * H + offs_g
+            tl.store(p_dgx_t, da_r.to(dtype), mask=mask)
+            tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
+            tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
+            tl.store(p_dgh_s + offs_g, da_r.to(dtype), mask=mask)
+            tl.store(p_dgh_s + offs_g + H, da_z.to(dtype), mask=mask)
+            tl.store(p_dgh_s + offs_g + 2 * H, (da_n * r).to(dtype), mask=mask)
+            tl.store(p_dstate + offs_bh, dh_carry, mask=mask)
+        # Every slice of dgh_t is published before any program multiplies it by W_hh.
+        grid_barrier(p_sync, BARRIER_PROGRAMS, TIMEOUT_NS)
+        for tile in range(pid, num_tiles, NUM_PROGRAMS):
+            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+            if not RESIDENT:
+                b_wr = load_weight_chunks(p_w, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+                b_wz = load_weight_chunks(p_w + H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+                b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+            mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
+            acc = chunked_dot(load_row_chunks(p_dgh_s, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wr, PRECISION, ACC)
+            acc += chunked_dot(load_row_chunks(p_dgh_s + H, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wz, PRECISION, ACC)
+            acc += chunked_dot(load_row_chunks(p_dgh_s + 2 * H, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wn, PRECISION, ACC)
+            p_ds = p_dstate + offs_b[:, None] * H + offs_j[None, :]
+            tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + acc, mask=mask)
+        # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
+        tl.debug_barrier()
+
+
+def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
+    """Gradients of one layer and direction's recurrence, from what :func:`gru_forward` saved.
+
+    Returns ``dgx`` (T, B, 3H), the gradient of the input projection by time index; ``dgh``
+    (T, B, 3H), the gradient of ``W_hh h_{t-1} + b_hh`` by step (pairs with ``hs[:T]``); and ``dh0``.
+    """
+    T, B, H = dy.shape
+    config.validate(H, B)
+    dtype, device = hs.dtype, hs.device
+    dgx = empty_output((T, B, 3 * H), dtype, device)
+    dgh = empty_output((T, B, 3 * H), dtype, device)
+    dstate = dh_n.to(accumulator_dtype(dtype, torch), copy=True)
+    barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
+    args = (
+        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
+        T, B, H, config.num_b_tiles(B),
+    )
+    constexprs = dict(
+        REVERSE=reverse,
+        USE_LENGTHS=lengths is not None,
+        NUM_PROGRAMS=config.num_programs,
+        NUM_H_TILES=config.num_h_tiles(H),
+        RESIDENT=config.resident,
+        BARRIER_PROGRAMS=config.num_programs if barrier else 1,
+        BLOCK_B=config.block_b,
+        BLOCK_H=config.block_h,
+        BLOCK_K=config.block_k,
+        NUM_K=config.num_k(H),
+        PRECISION=precision,
+        ACC=accumulator_dtype(dtype),
+        TIMEOUT_NS=barrier_timeout_ns(),
+    )
+    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, barrier)
+    return dgx, dgh, dstate.to(dtype)

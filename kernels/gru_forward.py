@@ -1,0 +1,159 @@
+"""The persistent GRU forward: one launch runs the whole sequence of one layer and direction.
+
+Work split: the grid's tiles are (hidden slice, batch tile) pairs. A program owns the hidden units
+``[j0, j0 + BLOCK_H)`` of all three gates, so it needs the ``3 x BLOCK_H x H`` rows of W_hh for its
+slice; with ``RESIDENT`` they are loaded once, before the time loop, and stay on chip for all T
+steps. Every step, each program reads the whole previous state ``h_{t-1}`` of its batch tile (written
+by all hidden slices), computes its slice of ``h_t`` and publishes it; a grid barrier then ends the
+step. With one hidden slice (``NUM_H_TILES == 1``: W_hh fits one SM) programs are independent batch
+tiles and no barrier is needed.
+
+The loop over tiles is grid-strided inside the time loop, so a grid of one program computes every
+tile: that is how the interpreter, which runs programs one after another, tests this same code.
+
+The input projection ``gx = x W_ih^T + b_ih (+ b_hh for r and z)`` is one GEMM before the launch;
+only ``b_hh`` of the n gate, which is scaled by r, reaches the kernel.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .barrier import grid_barrier
+from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
+from .tiles import chunked_dot, load_row_chunks, load_weight_chunks, row_time, sigmoid, tanh
+
+
+@triton.jit
+def gru_fwd_persistent_kernel(
+    p_gx,  # (T, B, 3H) input projection, gate order r, z, n
+    p_w,  # (3H, H) W_hh
+    p_bhn,  # (H,) b_hh of the n gate
+    p_len,  # (B,) int32 lengths, read when USE_LENGTHS
+    p_hbuf,  # (HBUF_SLOTS, B, H) states in the input dtype; slot 0 holds h0
+    p_state,  # (B, H) fp32 running state, initialised with h0; holds h_n at the end
+    p_y,  # (T, B, H) output
+    p_gates,  # (T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
+    p_sync,  # (2,) int32 barrier counter and error word
+    T,
+    B,
+    H,
+    HBUF_SLOTS,
+    NUM_B_TILES,
+    REVERSE: tl.constexpr,
+    USE_LENGTHS: tl.constexpr,
+    SAVE_GATES: tl.constexpr,
+    NUM_PROGRAMS: tl.constexpr,
+    NUM_H_TILES: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BARRIER_PROGRAMS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    NUM_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ACC: tl.constexpr,
+    TIMEOUT_NS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_tiles = NUM_H_TILES * NUM_B_TILES
+    if RESIDENT:
+        # The host guarantees NUM_PROGRAMS % NUM_H_TILES == 0: a program keeps one hidden slice.
+        offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+        b_wr = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        b_wz = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+    stride_t = B * 3 * H
+    for step in range(T):
+        p_h_in = p_hbuf + tl.cast(step % HBUF_SLOTS, tl.int64) * B * H
+        p_h_out = p_hbuf + tl.cast((step + 1) % HBUF_SLOTS, tl.int64) * B * H
+        for tile in range(pid, num_tiles, NUM_PROGRAMS):
+            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+            if not RESIDENT:
+                b_wr = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+                b_wz = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+                b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+            mask_j = offs_j < H
+            mask_b = offs_b < B
+            t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
+            mask = mask_b[:, None] & mask_j[None, :]
+
+            b_h = load_row_chunks(p_h_in, offs_b, H, B, H, NUM_K, BLOCK_K)
+            acc_r = chunked_dot(b_h, b_wr, PRECISION, ACC)
+            acc_z = chunked_dot(b_h, b_wz, PRECISION, ACC)
+            acc_n = chunked_dot(b_h, b_wn, PRECISION, ACC)
+
+            p_gx_t = p_gx + t[:, None] * stride_t + offs_b[:, None] * (3 * H) + offs_j[None, :]
+            gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)
+            gx_z = tl.load(p_gx_t + H, mask=mask, other=0.0).to(ACC)
+            gx_n = tl.load(p_gx_t + 2 * H, mask=mask, other=0.0).to(ACC)
+            b_hn = tl.load(p_bhn + offs_j, mask=mask_j, other=0.0).to(ACC)
+
+            r = sigmoid(gx_r + acc_r)
+            z = sigmoid(gx_z + acc_z)
+            gh_n = acc_n + b_hn[None, :]
+            n = tanh(gx_n + r * gh_n)
+            offs_bh = offs_b[:, None] * H + offs_j[None, :]
+            h_prev = tl.load(p_state + offs_bh, mask=mask, other=0.0)
+            h_new = tl.where(valid[:, None], n + z * (h_prev - n), h_prev)
+
+            tl.store(p_state + offs_bh, h_new, mask=mask)
+            tl.store(p_h_out + offs_bh, h_new.to(p_hbuf.dtype.element_ty), mask=mask)
+            b_y = tl.where(valid[:, None], h_new, 0.0)
+            tl.store(p_y + t[:, None] * B * H + offs_bh, b_y.to(p_y.dtype.element_ty), mask=mask)
+            if SAVE_GATES:
+                p_g = p_gates + (tl.cast(step, tl.int64) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
+                dtype = p_gates.dtype.element_ty
+                tl.store(p_g, r.to(dtype), mask=mask)
+                tl.store(p_g + H, z.to(dtype), mask=mask)
+                tl.store(p_g + 2 * H, n.to(dtype), mask=mask)
+                tl.store(p_g + 3 * H, gh_n.to(dtype), mask=mask)
+        # Ends the step: every slice of h_t is published before anyone reads it. With one program
+        # per batch tile it only orders this program's own stores before its next loads.
+        grid_barrier(p_sync, BARRIER_PROGRAMS, TIMEOUT_NS)
+
+
+def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
+    """Run the recurrence of one layer and direction.
+
+    ``gx`` (T, B, 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates.
+    Returns ``y`` (T, B, H), ``h_n`` (B, H), and, when ``save``, what the backward needs: the states
+    ``hs`` (T + 1, B, H) and the gates (T, B, 4, H); otherwise two empty tensors.
+    """
+    T, B, H3 = gx.shape
+    H = H3 // 3
+    config.validate(H, B)
+    dtype, device = gx.dtype, gx.device
+    slots = T + 1 if save else 2
+    hbuf = empty_output((slots, B, H), dtype, device)
+    hbuf[0].copy_(h0)
+    state = h0.to(accumulator_dtype(dtype, torch), copy=True)
+    y = empty_output((T, B, H), dtype, device)
+    gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
+    barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
+    args = (
+        gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, state, y, gates, new_sync_word(device),
+        T, B, H, slots, config.num_b_tiles(B),
+    )
+    constexprs = dict(
+        REVERSE=reverse,
+        USE_LENGTHS=lengths is not None,
+        SAVE_GATES=save,
+        NUM_PROGRAMS=config.num_programs,
+        NUM_H_TILES=config.num_h_tiles(H),
+        RESIDENT=config.resident,
+        BARRIER_PROGRAMS=config.num_programs if barrier else 1,
+        BLOCK_B=config.block_b,
+        BLOCK_H=config.block_h,
+        BLOCK_K=config.block_k,
+        NUM_K=config.num_k(H),
+        PRECISION=precision,
+        ACC=accumulator_dtype(dtype),
+        TIMEOUT_NS=barrier_timeout_ns(),
+    )
+    launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, barrier)
+    h_n = state.to(dtype)
+    if not save:
+        return y, h_n, gx.new_empty(0), gates
+    return y, h_n, hbuf, gates

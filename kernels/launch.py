@@ -1,0 +1,177 @@
+"""Launching persistent kernels safely: plans, co-residency, cooperative launch, stall errors.
+
+A kernel whose programs meet at a grid barrier deadlocks unless every program is resident at once.
+Before the first launch of a variant on a device, its compiled resources (registers, shared memory,
+warps) give how many programs fit on one SM; a grid larger than ``SMs x programs per SM`` is refused
+with an error instead of hanging. On a GPU the launch is also cooperative, so the driver refuses a
+grid that cannot be co-resident, and the barrier's wait is bounded, so SMs taken by another process
+end in an error, not a hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .._compat import INTERPRET
+
+# One SM of compute capability 9.0 (H100, H200): the limits that decide co-residency.
+SM90_LIMITS = {
+    "regs_per_sm": 65536,
+    "max_threads_per_sm": 2048,
+    "max_blocks_per_sm": 32,
+    "shared_per_sm": 233472,
+    "shared_per_block": 232448,
+    "reserved_shared_per_block": 1024,
+}
+
+def barrier_timeout_ns() -> int:
+    """How long one barrier wait may spin before the launch fails (``TRITONGRU_BARRIER_TIMEOUT_MS``)."""
+    return int(float(os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")) * 1e6)
+
+
+@dataclasses.dataclass(frozen=True)
+class PersistentConfig:
+    """How one persistent launch splits its work.
+
+    ``block_h`` hidden units per slice (all H in one slice means programs are independent batch
+    tiles), ``block_b`` rows per batch tile, ``block_k`` the reduction chunk, ``num_programs`` the
+    grid, ``resident`` whether each program keeps its weight slice on chip for the whole sequence
+    (needs ``num_programs`` to be a multiple of the number of hidden slices).
+    """
+
+    block_b: int
+    block_h: int
+    block_k: int
+    num_programs: int
+    num_warps: int = 4
+    num_stages: int = 1
+    resident: bool = True
+
+    def num_h_tiles(self, hidden: int) -> int:
+        return triton.cdiv(hidden, self.block_h)
+
+    def num_b_tiles(self, batch: int) -> int:
+        return triton.cdiv(batch, self.block_b)
+
+    def num_k(self, hidden: int) -> int:
+        return triton.next_power_of_2(triton.cdiv(hidden, self.block_k))
+
+    def validate(self, hidden: int, batch: int) -> None:
+        for name in ("block_b", "block_h", "block_k"):
+            value = getattr(self, name)
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 16 (tl.dot), got {value}")
+        if self.num_programs < 1:
+            raise ValueError(f"num_programs must be >= 1, got {self.num_programs}")
+        if self.resident and self.num_programs % self.num_h_tiles(hidden):
+            raise ValueError(
+                f"resident weights need num_programs to be a multiple of the {self.num_h_tiles(hidden)} "
+                f"hidden slices, got {self.num_programs}"
+            )
+
+    def weight_bytes(self, hidden: int, element_size: int) -> int:
+        """Bytes of W_hh one program keeps on chip (3 gates, K padded to whole chunks)."""
+        return 3 * self.block_h * self.num_k(hidden) * self.block_k * element_size
+
+
+def programs_per_sm(n_regs: int, shared: int, num_warps: int, limits: dict = SM90_LIMITS) -> int:
+    """How many programs of a compiled kernel fit on one SM at once."""
+    threads = 32 * num_warps
+    # Registers are allocated per warp in units of 256.
+    regs_per_warp = triton.cdiv(max(n_regs, 1) * 32, 256) * 256
+    by_regs = limits["regs_per_sm"] // (regs_per_warp * num_warps)
+    by_threads = limits["max_threads_per_sm"] // threads
+    if shared > limits["shared_per_block"]:
+        return 0
+    by_shared = limits["shared_per_sm"] // (shared + limits["reserved_shared_per_block"])
+    return max(0, min(by_regs, by_threads, by_shared, limits["max_blocks_per_sm"]))
+
+
+@functools.lru_cache(maxsize=None)
+def device_limits(index: int) -> tuple[int, dict]:
+    """SM count and per-SM limits of a CUDA device."""
+    props = torch.cuda.get_device_properties(index)
+    limits = dict(SM90_LIMITS)
+    limits["regs_per_sm"] = getattr(props, "regs_per_multiprocessor", limits["regs_per_sm"])
+    limits["max_threads_per_sm"] = getattr(props, "max_threads_per_multi_processor", limits["max_threads_per_sm"])
+    limits["shared_per_sm"] = getattr(props, "shared_memory_per_multiprocessor", limits["shared_per_sm"])
+    limits["shared_per_block"] = getattr(props, "shared_memory_per_block_optin", limits["shared_per_block"])
+    return props.multi_processor_count, limits
+
+
+_capacity_cache: dict = {}
+
+
+def co_resident_capacity(kernel, args: tuple, constexprs: dict, config: PersistentConfig, device: torch.device) -> int:
+    """The largest grid of this compiled variant that can be resident at once on ``device``."""
+    key = (kernel.fn.__name__, device.index, tuple(sorted(constexprs.items())), config.num_warps, config.num_stages)
+    if key not in _capacity_cache:
+        compiled = kernel.warmup(
+            *args, grid=(config.num_programs,), num_warps=config.num_warps, num_stages=config.num_stages, **constexprs
+        )
+        compiled._init_handles()
+        sms, limits = device_limits(device.index)
+        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, config.num_warps, limits)
+        _capacity_cache[key] = sms * per_sm
+    return _capacity_cache[key]
+
+
+def new_sync_word(device: torch.device) -> torch.Tensor:
+    """A fresh [counter, error] pair for one launch."""
+    return torch.zeros(2, dtype=torch.int32, device=device)
+
+
+def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs: dict, barrier: bool) -> None:
+    """Launch ``kernel`` over ``config.num_programs`` programs.
+
+    ``barrier``: the programs meet at a grid barrier, so the grid must be co-resident. The kernel's
+    ``p_sync`` argument is the sync word; after a barrier launch its error word is checked and a
+    stall becomes a RuntimeError (the caller allocates a fresh word per launch).
+    """
+    grid = (config.num_programs,)
+    launch_options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    sync = _sync_arg(kernel, args)
+    device = sync.device
+    if barrier and not INTERPRET:
+        capacity = co_resident_capacity(kernel, args, constexprs, config, device)
+        if config.num_programs > capacity:
+            raise RuntimeError(
+                f"{kernel.fn.__name__}: a grid of {config.num_programs} programs cannot be co-resident on "
+                f"{torch.cuda.get_device_name(device)} (at most {capacity} fit); refusing to launch a "
+                "barrier kernel that would hang"
+            )
+        launch_options["launch_cooperative_grid"] = True
+    kernel[grid](*args, **constexprs, **launch_options)
+    if barrier and not INTERPRET and not torch.cuda.is_current_stream_capturing():
+        if int(sync[1].item()) != 0:
+            raise RuntimeError(
+                f"{kernel.fn.__name__}: a grid barrier waited longer than "
+                f"{barrier_timeout_ns() / 1e6:.0f} ms (TRITONGRU_BARRIER_TIMEOUT_MS) for all "
+                f"{config.num_programs} programs; another process may be occupying SMs. "
+                "The results of this call are invalid; the next call starts from a clean barrier."
+            )
+
+
+def _sync_arg(kernel, args: tuple) -> torch.Tensor:
+    return args[kernel.arg_names.index("p_sync")]
+
+
+def accumulator_dtype(dtype: torch.dtype, namespace=tl):
+    """The dtype a kernel accumulates and carries its state in: fp64 for fp64 inputs, else fp32."""
+    return namespace.float64 if dtype == torch.float64 else namespace.float32
+
+
+# Tests set this so that an element a kernel fails to write is NaN, not whatever memory held.
+POISON_OUTPUTS = False
+
+
+def empty_output(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)

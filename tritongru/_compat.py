@@ -1,0 +1,47 @@
+"""Differences between Triton and PyTorch versions, and facts about the running process, detected once.
+
+The kernels are written against the Triton 3.6 language (the GPU image's version) and avoid what
+later versions removed; this module holds the host-side differences.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
+
+# @triton.jit reads TRITON_INTERPRET when a kernel is decorated: it must be set before import.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def fp32_dot_precision() -> str:
+    """The ``tl.dot`` input precision for fp32 operands, following PyTorch's switch for matmuls.
+
+    ``torch.backends.cuda.matmul.allow_tf32`` (equivalently ``torch.set_float32_matmul_precision``
+    "high"/"medium") lets fp32 products run as TF32, as the cuBLAS GEMMs around the kernel do.
+    Otherwise the kernel uses three TF32 products per dot ("tf32x3"), which is as accurate as fp32
+    FMA on these sizes and still uses tensor cores.
+    """
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+
+
+def kernels_can_run(device: torch.device) -> tuple[bool, str]:
+    """Whether the Triton kernels can run on tensors of ``device``, and if not, why."""
+    if INTERPRET:
+        if device.type == "cpu":
+            return True, ""
+        return False, f"TRITON_INTERPRET=1 runs kernels on CPU tensors only, got a tensor on {device}"
+    if device.type != "cuda":
+        return False, f"the Triton kernels need a CUDA device (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
+    if torch.version.hip is not None:
+        return False, "the Triton kernels are written and checked for NVIDIA GPUs; this is a ROCm build of PyTorch"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return False, (
+            f"the Triton kernels need compute capability 8.0 or newer, "
+            f"{torch.cuda.get_device_name(device)} has {major}.{minor}"
+        )
+    return True, ""

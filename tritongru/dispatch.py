@@ -1,0 +1,99 @@
+"""Which kernel variant and configuration runs a given recurrence.
+
+Two work splits (see ``kernels/gru_forward.py``):
+
+* **whole weights per program** when ``W_hh`` (3 x H x H) fits one SM's shared memory: programs
+  are independent batch tiles, no grid barrier;
+* **hidden slices** otherwise: ``ceil(H / block_h)`` programs per batch-tile group, one grid barrier
+  per step; each slice's weights stay resident while they fit the shared-memory budget, and are
+  re-read from L2 every step when they do not (very large H, fp32 at H >= 1536).
+
+Under the interpreter one program computes every tile (programs run one after another there, so a
+barrier with more than one program would never complete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+import triton
+
+from ._compat import INTERPRET
+from .kernels.launch import PersistentConfig, device_limits
+
+# Shared memory one program may give to its weight slice; the rest of the 227 KB per block holds
+# the staged operands of the dots and the barrier's static words.
+WEIGHT_BUDGET_BYTES = 200 * 1024
+# Programs per SM the planner counts on for a barrier grid: one, so that a slice's program has a
+# whole SM's shared memory. The launcher still checks the compiled kernel before launching.
+H200_SMS = 132
+
+_forced: list[PersistentConfig] = []
+
+
+@contextlib.contextmanager
+def force_config(config: PersistentConfig):
+    """Run every recurrence inside the block with ``config`` (tests and tuning)."""
+    _forced.append(config)
+    try:
+        yield config
+    finally:
+        _forced.pop()
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """What a recurrence's configuration depends on."""
+
+    hidden: int
+    batch: int
+    dtype: torch.dtype
+    training: bool
+
+
+def sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return device_limits(device.index if device.index is not None else torch.cuda.current_device())[0]
+    return H200_SMS
+
+
+def heuristic_config(problem: Problem, sms: int) -> PersistentConfig:
+    """A configuration that is always valid and co-resident; the starting point before tuning."""
+    H, B = problem.hidden, problem.batch
+    element_size = torch.empty((), dtype=problem.dtype).element_size()
+    block_b = min(max(triton.next_power_of_2(B), 16), 64)
+    b_tiles = triton.cdiv(B, block_b)
+    h_pad = max(triton.next_power_of_2(H), 16)
+    block_k = min(h_pad, 128)
+    whole = PersistentConfig(block_b=block_b, block_h=h_pad, block_k=block_k, num_programs=1)
+    if whole.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES // 2:
+        return dataclasses.replace(whole, num_programs=min(b_tiles, sms))
+    block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms)))
+    sliced = PersistentConfig(block_b=block_b, block_h=block_h, block_k=block_k, num_programs=1)
+    h_tiles = sliced.num_h_tiles(H)
+    resident = sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES
+    if resident:
+        groups = max(1, min(b_tiles, sms // h_tiles))
+        return dataclasses.replace(sliced, num_programs=h_tiles * groups, num_warps=4)
+    return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
+
+
+def interpreter_config(problem: Problem) -> PersistentConfig:
+    """The fixed configuration of the CPU interpreter: one program, small tiles."""
+    h_pad = max(triton.next_power_of_2(problem.hidden), 16)
+    block_b = min(max(triton.next_power_of_2(problem.batch), 16), 32)
+    block_h = min(h_pad, 64)
+    return PersistentConfig(
+        block_b=block_b, block_h=block_h, block_k=min(h_pad, 64), num_programs=1, resident=block_h == h_pad
+    )
+
+
+def choose_config(problem: Problem, device: torch.device) -> PersistentConfig:
+    """The configuration for ``problem``: forced, else the interpreter's, else the heuristic."""
+    if _forced:
+        return _forced[-1]
+    if INTERPRET:
+        return interpreter_config(problem)
+    return heuristic_config(problem, sm_count(device))

@@ -1,0 +1,120 @@
+"""``gru()``: a multi-layer, optionally bidirectional GRU over a padded batch, one operator call per
+layer and direction.
+
+The input projection of a layer and direction is a single GEMM over all timesteps
+(``F.linear``, differentiated by autograd); ``b_hh`` of the r and z gates is folded into its bias,
+since those gates add it unscaled. The recurrence is ``torch.ops.tritongru.gru_recurrence``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from . import _compat
+from . import ops as _ops  # noqa: F401  (registers torch.ops.tritongru)
+from .reference import gru_reference
+
+Backend = Literal["auto", "triton", "reference"]
+BACKENDS = ("auto", "triton", "reference")
+_warned_fallback: set = set()
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"triton"`` or ``"reference"`` for tensors on ``device``.
+
+    ``auto`` takes the Triton kernels on CUDA tensors of a supported GPU, and on CPU tensors only
+    under ``TRITON_INTERPRET=1``; anything else runs the reference (with a one-time warning on an
+    unsupported GPU). ``triton`` raises where the kernels cannot run.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return "reference"
+    can_run, why = _compat.kernels_can_run(device)
+    if backend == "triton":
+        if not can_run:
+            raise RuntimeError(f"backend='triton' cannot run here: {why}")
+        return "triton"
+    if not can_run and device.type == "cuda" and str(device) not in _warned_fallback:
+        _warned_fallback.add(str(device))
+        warnings.warn(f"tritongru falls back to the PyTorch reference GRU: {why}", RuntimeWarning, stacklevel=3)
+    return "triton" if can_run else "reference"
+
+
+def _needs_grad(tensors: Sequence[torch.Tensor | None]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def gru(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    params: Sequence[torch.Tensor],
+    *,
+    num_layers: int,
+    bidirectional: bool,
+    has_biases: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    training: bool = False,
+    lengths: torch.Tensor | None = None,
+    backend: Backend = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A GRU with ``torch.nn.GRU``'s semantics over a padded, batched input.
+
+    Args:
+        input: ``(T, B, input_size)``, or ``(B, T, input_size)`` with ``batch_first``.
+        hx: ``(num_layers * num_directions, B, hidden_size)`` initial states, or None for zeros.
+        params: the weights in ``nn.GRU._flat_weights`` order: ``w_ih, w_hh[, b_ih, b_hh]`` for each
+            layer and direction.
+        lengths: ``(B,)`` per-sequence lengths (in any order, each in ``[1, T]``), or None when every
+            sequence has length T. Outputs past a sequence's length are zero and ``h_n`` is the
+            state after its own last element.
+        backend: ``"auto"``, ``"triton"`` or ``"reference"`` (see :func:`resolve_backend`).
+
+    Returns:
+        ``(output, h_n)``: ``output`` ``(T, B, num_directions * hidden_size)`` (batch first when
+        ``batch_first``), ``h_n`` ``(num_layers * num_directions, B, hidden_size)``.
+    """
+    if resolve_backend(backend, input.device) == "reference":
+        return gru_reference(
+            input, hx, params, num_layers=num_layers, bidirectional=bidirectional, has_biases=has_biases,
+            batch_first=batch_first, lengths=lengths, dropout=dropout, training=training,
+        )
+    x = input.transpose(0, 1) if batch_first else input
+    T, B, _ = x.shape
+    num_dirs = 2 if bidirectional else 1
+    per_dir = 4 if has_biases else 2
+    H = params[1].shape[1]
+    if hx is None:
+        hx = x.new_zeros(num_layers * num_dirs, B, H)
+    if lengths is not None:
+        lengths = lengths.to(device=x.device, dtype=torch.int32)
+    save = _needs_grad([input, hx, *params])
+    h_n = []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_dirs):
+            index = layer * num_dirs + direction
+            w_ih, w_hh, *biases = params[index * per_dir : (index + 1) * per_dir]
+            if biases:
+                b_ih, b_hh = biases
+                bias = b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])
+                b_hn = b_hh[2 * H :]
+            else:
+                bias, b_hn = None, w_hh.new_zeros(H)
+            gx = F.linear(x, w_ih, bias)
+            y, h_last, _, _ = torch.ops.tritongru.gru_recurrence(
+                gx, w_hh, b_hn, hx[index], lengths, direction == 1, save
+            )
+            outputs.append(y)
+            h_n.append(h_last)
+        x = outputs[0] if num_dirs == 1 else torch.cat(outputs, dim=-1)
+        if dropout > 0 and training and layer < num_layers - 1:
+            x = F.dropout(x, p=dropout, training=True)
+    output = x.transpose(0, 1) if batch_first else x
+    return output, torch.stack(h_n)

@@ -1,0 +1,92 @@
+"""The recurrence as PyTorch operators: ``torch.ops.tritongru.gru_recurrence`` and its backward.
+
+One call is one layer and direction. The input projection stays outside (an ordinary
+``F.linear``, differentiated by autograd), so the operator's inputs are the projection ``gx``,
+``W_hh``, the n gate's ``b_hh`` and ``h0``. Both operators have fake (meta) implementations, so
+``torch.compile`` traces through them without a graph break, and the forward has an autograd
+formula whose backward is the second operator.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _compat
+from .dispatch import Problem, choose_config
+from .kernels import gru_backward, gru_forward
+from .kernels.launch import accumulator_dtype
+
+
+def _config(gx: Tensor, hidden: int, training: bool):
+    can_run, why = _compat.kernels_can_run(gx.device)
+    if not can_run:
+        raise RuntimeError(f"tritongru: {why}")
+    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training), gx.device)
+
+
+@torch.library.custom_op("tritongru::gru_recurrence", mutates_args=(), device_types=("cuda", "cpu"))
+def gru_recurrence(
+    gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool, save: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Run one layer and direction: ``(y, h_n, hs, gates)``; ``hs`` and ``gates`` are empty unless ``save``."""
+    config = _config(gx, w_hh.shape[1], save)
+    return gru_forward(
+        gx.contiguous(), w_hh.contiguous(), b_hn.contiguous(), h0.contiguous(), lengths, reverse, save, config,
+        _compat.fp32_dot_precision(),
+    )
+
+
+@gru_recurrence.register_fake
+def _(gx, w_hh, b_hn, h0, lengths, reverse, save):
+    T, B, _ = gx.shape
+    H = w_hh.shape[1]
+    hs = gx.new_empty(T + 1, B, H) if save else gx.new_empty(0)
+    gates = gx.new_empty(T, B, 4, H) if save else gx.new_empty(0)
+    return gx.new_empty(T, B, H), gx.new_empty(B, H), hs, gates
+
+
+@torch.library.custom_op("tritongru::gru_recurrence_backward", mutates_args=(), device_types=("cuda", "cpu"))
+def gru_recurrence_backward(
+    dy: Tensor, dh_n: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor], reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dgx, dgh, dh0)`` of one layer and direction; see :func:`tritongru.kernels.gru_backward`."""
+    config = _config(hs, w_hh.shape[1], True)
+    return gru_backward(
+        dy.contiguous(), dh_n.contiguous(), w_hh.contiguous(), hs, gates, lengths, reverse, config,
+        _compat.fp32_dot_precision(),
+    )
+
+
+@gru_recurrence_backward.register_fake
+def _(dy, dh_n, w_hh, hs, gates, lengths, reverse):
+    T, B, H = dy.shape
+    return hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, 3 * H), hs.new_empty(B, H)
+
+
+def _setup_context(ctx, inputs, output):
+    gx, w_hh, b_hn, h0, lengths, reverse, save = inputs
+    _, _, hs, gates = output
+    ctx.reverse = reverse
+    ctx.saved = save
+    ctx.save_for_backward(w_hh, hs, gates, lengths)
+
+
+def _backward(ctx, dy, dh_n, _dhs, _dgates):
+    if not ctx.saved:
+        raise RuntimeError(
+            "tritongru::gru_recurrence was called with save=False, so nothing was kept for the backward; "
+            "call it with save=True when gradients are needed"
+        )
+    w_hh, hs, gates, lengths = ctx.saved_tensors
+    dgx, dgh, dh0 = torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, ctx.reverse)
+    T, B, H = dy.shape
+    dgh_rows = dgh.reshape(T * B, 3 * H)
+    dw_hh = dgh_rows.t().mm(hs[:T].reshape(T * B, H))
+    db_hn = dgh_rows[:, 2 * H :].sum(0, dtype=accumulator_dtype(dgh.dtype, torch)).to(dgh.dtype)
+    return dgx, dw_hh, db_hn, dh0, None, None, None
+
+
+gru_recurrence.register_autograd(_backward, setup_context=_setup_context)
