@@ -10,7 +10,7 @@ carried back)::
     dh_{t-1} = dh z + dgh_t W_hh
 
 Only the last product is sequential. A program owns hidden units ``[j0, j0 + BLOCK_H)`` and keeps
-the columns ``W_hh[:, j0:j0+BLOCK_H]`` of all three gates on chip. Each step has two phases: the
+the columns ``W_hh[:, j0:j0+BLOCK_H]`` (all 3H rows) on chip. Each step has two phases: the
 elementwise gate gradients of its slice (published to ``dgh``), a grid barrier, then its slice of
 ``dgh_t W_hh``, which needs every program's ``dgh_t``. ``dgh`` has one slot per step, so no slot is
 reused while another program may still read it and one barrier per step suffices. ``dgx`` (for the
@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
-from .tiles import chunked_dot, load_row_chunks, load_weight_chunks, row_time
+from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time
 
 
 @triton.jit
@@ -58,10 +58,9 @@ def gru_bwd_persistent_kernel(
     pid = tl.program_id(0)
     num_tiles = NUM_H_TILES * NUM_B_TILES
     if RESIDENT:
+        # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
         offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
-        b_wr = load_weight_chunks(p_w, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
-        b_wz = load_weight_chunks(p_w + H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
-        b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
+        w = load_weight_chunks(p_w, offs_j, H, 1, 3 * H, H, NUM_K, BLOCK_K)
     dtype = p_dgh.dtype.element_ty
     for rev_step in range(T):
         step = T - 1 - rev_step
@@ -107,14 +106,15 @@ def gru_bwd_persistent_kernel(
         for tile in range(pid, num_tiles, NUM_PROGRAMS):
             offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
-            if not RESIDENT:
-                b_wr = load_weight_chunks(p_w, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
-                b_wz = load_weight_chunks(p_w + H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
-                b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, H, 1, H, H, NUM_K, BLOCK_K)
             mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
-            acc = chunked_dot(load_row_chunks(p_dgh_s, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wr, PRECISION, ACC)
-            acc += chunked_dot(load_row_chunks(p_dgh_s + H, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wz, PRECISION, ACC)
-            acc += chunked_dot(load_row_chunks(p_dgh_s + 2 * H, offs_b, 3 * H, B, H, NUM_K, BLOCK_K), b_wn, PRECISION, ACC)
+            acc = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+            for c in tl.static_range(NUM_K):
+                b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
+                if RESIDENT:
+                    w_c = w[c]
+                else:
+                    w_c = load_weight_chunk(p_w, offs_j, c, H, 1, 3 * H, H, BLOCK_K)
+                acc = tl.dot(b_dgh, w_c, acc, input_precision=PRECISION, out_dtype=ACC)
             p_ds = p_dstate + offs_b[:, None] * H + offs_j[None, :]
             tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + acc, mask=mask)
         # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
@@ -148,7 +148,7 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
         BLOCK_B=config.block_b,
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,
-        NUM_K=config.num_k(H),
+        NUM_K=config.num_k(3 * H),
         PRECISION=precision,
         ACC=accumulator_dtype(dtype),
         TIMEOUT_NS=barrier_timeout_ns(),

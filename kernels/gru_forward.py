@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
-from .tiles import chunked_dot, load_row_chunks, load_weight_chunks, row_time, sigmoid, tanh
+from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
 
 
 @triton.jit
@@ -60,9 +60,9 @@ def gru_fwd_persistent_kernel(
     if RESIDENT:
         # The host guarantees NUM_PROGRAMS % NUM_H_TILES == 0: a program keeps one hidden slice.
         offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
-        b_wr = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-        b_wz = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-        b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        w_r = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        w_z = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        w_n = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
     stride_t = B * 3 * H
     for step in range(T):
         p_h_in = p_hbuf + tl.cast(step % HBUF_SLOTS, tl.int64) * B * H
@@ -70,19 +70,25 @@ def gru_fwd_persistent_kernel(
         for tile in range(pid, num_tiles, NUM_PROGRAMS):
             offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
-            if not RESIDENT:
-                b_wr = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-                b_wz = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-                b_wn = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
             mask_j = offs_j < H
             mask_b = offs_b < B
             t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
             mask = mask_b[:, None] & mask_j[None, :]
 
-            b_h = load_row_chunks(p_h_in, offs_b, H, B, H, NUM_K, BLOCK_K)
-            acc_r = chunked_dot(b_h, b_wr, PRECISION, ACC)
-            acc_z = chunked_dot(b_h, b_wz, PRECISION, ACC)
-            acc_n = chunked_dot(b_h, b_wn, PRECISION, ACC)
+            acc_r = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+            acc_z = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+            acc_n = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+            for c in tl.static_range(NUM_K):
+                b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
+                if RESIDENT:
+                    w_r_c, w_z_c, w_n_c = w_r[c], w_z[c], w_n[c]
+                else:
+                    w_r_c = load_weight_chunk(p_w, offs_j, c, 1, H, H, H, BLOCK_K)
+                    w_z_c = load_weight_chunk(p_w + H * H, offs_j, c, 1, H, H, H, BLOCK_K)
+                    w_n_c = load_weight_chunk(p_w + 2 * H * H, offs_j, c, 1, H, H, H, BLOCK_K)
+                acc_r = tl.dot(b_h, w_r_c, acc_r, input_precision=PRECISION, out_dtype=ACC)
+                acc_z = tl.dot(b_h, w_z_c, acc_z, input_precision=PRECISION, out_dtype=ACC)
+                acc_n = tl.dot(b_h, w_n_c, acc_n, input_precision=PRECISION, out_dtype=ACC)
 
             p_gx_t = p_gx + t[:, None] * stride_t + offs_b[:, None] * (3 * H) + offs_j[None, :]
             gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)

@@ -59,8 +59,9 @@ class PersistentConfig:
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
 
-    def num_k(self, hidden: int) -> int:
-        return triton.next_power_of_2(triton.cdiv(hidden, self.block_k))
+    def num_k(self, reduction: int) -> int:
+        """Chunks of ``block_k`` along a reduction of length ``reduction`` (H forward, 3H backward)."""
+        return triton.cdiv(reduction, self.block_k)
 
     def validate(self, hidden: int, batch: int) -> None:
         for name in ("block_b", "block_h", "block_k"):
@@ -76,8 +77,8 @@ class PersistentConfig:
             )
 
     def weight_bytes(self, hidden: int, element_size: int) -> int:
-        """Bytes of W_hh one program keeps on chip (3 gates, K padded to whole chunks)."""
-        return 3 * self.block_h * self.num_k(hidden) * self.block_k * element_size
+        """Bytes of W_hh one program keeps on chip (3 gates, the reduction padded to whole chunks)."""
+        return self.block_h * self.num_k(3 * hidden) * self.block_k * element_size
 
 
 def programs_per_sm(n_regs: int, shared: int, num_warps: int, limits: dict = SM90_LIMITS) -> int:

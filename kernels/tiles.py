@@ -1,11 +1,10 @@
 """Tile helpers shared by the forward and backward persistent kernels.
 
-The recurrent product is computed with the K (reduction) dimension split into ``NUM_K`` chunks of
-``BLOCK_K`` and laid out as a batch dimension of a 3-D ``tl.dot``: operands of shape
-``(NUM_K, BLOCK_B, BLOCK_K) @ (NUM_K, BLOCK_K, BLOCK_N)``, then a sum over the chunks. A single 2-D
-dot over the whole hidden size keeps a ``BLOCK_B x H`` operand live at once and spills at large H;
-the chunked form keeps every dot small while the whole weight slice is still one tensor, loaded
-once before the time loop and left in shared memory by the compiler.
+The recurrent product is a loop over ``NUM_K`` chunks of ``BLOCK_K`` along the reduction dimension,
+unrolled at compile time. A resident weight slice is a tuple of ``NUM_K`` chunk tiles loaded once,
+before the time loop; the compiler places each in shared memory and each step's dots read them
+from there. One tile over the whole reduction dimension would instead be held in registers around
+the loop and spill at any useful size (checked by compiling for sm_90).
 """
 
 import triton
@@ -13,31 +12,32 @@ import triton.language as tl
 
 
 @triton.jit
-def load_weight_chunks(p_w, offs_n, stride_k, stride_n, K, N, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Load ``w[k, n] = p_w[k * stride_k + n * stride_n]`` as ``(NUM_K, BLOCK_K, len(offs_n))``."""
-    offs_k = tl.arange(0, NUM_K)[:, None, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :, None]
-    offs_n = offs_n[None, None, :]
-    mask = (offs_k < K) & (offs_n < N)
-    return tl.load(p_w + offs_k * stride_k + offs_n * stride_n, mask=mask, other=0.0)
+def load_weight_chunk(p_w, offs_n, c, stride_k, stride_n, K, N, BLOCK_K: tl.constexpr):
+    """Chunk ``c`` of a weight matrix ``w[k, n] = p_w[k * stride_k + n * stride_n]``: ``(BLOCK_K, len(offs_n))``."""
+    offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (offs_k < K)[:, None] & (offs_n < N)[None, :]
+    return tl.load(p_w + offs_k[:, None] * stride_k + offs_n[None, :] * stride_n, mask=mask, other=0.0)
 
 
 @triton.jit
-def load_row_chunks(p_a, offs_b, stride_b, B, K, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Load rows ``a[b, k] = p_a[b * stride_b + k]`` as ``(NUM_K, len(offs_b), BLOCK_K)``.
+def load_weight_chunks(p_w, offs_n, stride_k, stride_n, K, N, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """All ``NUM_K`` chunks of a weight slice, as a tuple (kept on chip by the caller's time loop)."""
+    chunks = ()
+    for c in tl.static_range(NUM_K):
+        chunks = chunks + (load_weight_chunk(p_w, offs_n, c, stride_k, stride_n, K, N, BLOCK_K),)
+    return chunks
+
+
+@triton.jit
+def load_row_chunk(p_a, offs_b, c, stride_b, B, K, BLOCK_K: tl.constexpr):
+    """Chunk ``c`` of rows ``a[b, k] = p_a[b * stride_b + k]``: ``(len(offs_b), BLOCK_K)``.
 
     These rows were written by other programs in the previous step: ``.cg`` reads them from L2, so
     the load is neither served stale from L1 nor hoisted out of the time loop.
     """
-    offs_k = tl.arange(0, NUM_K)[:, None, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, None, :]
-    offs_b = offs_b[None, :, None]
-    mask = (offs_b < B) & (offs_k < K)
-    return tl.load(p_a + offs_b * stride_b + offs_k, mask=mask, other=0.0, cache_modifier=".cg")
-
-
-@triton.jit
-def chunked_dot(b_a, b_w, PRECISION: tl.constexpr, ACC: tl.constexpr):
-    """``sum_k a[:, k] w[k, :]`` over K chunks, accumulated in ``ACC``."""
-    return tl.sum(tl.dot(b_a, b_w, input_precision=PRECISION, out_dtype=ACC), axis=0)
+    offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (offs_b < B)[:, None] & (offs_k < K)[None, :]
+    return tl.load(p_a + offs_b[:, None] * stride_b + offs_k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
 
 
 @triton.jit

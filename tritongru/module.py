@@ -71,8 +71,8 @@ class GRU(nn.GRU):
                     hx = hx.unsqueeze(1)
             elif hx is not None and hx.dim() != 3:
                 raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            self._check_input_and_hidden(input, hx, None)
             x = input.transpose(0, 1) if self.batch_first else input
-            self._check_input_and_hidden(x, hx, None)
         output, h_n = gru(
             x, hx, self._flat_weights, num_layers=self.num_layers, bidirectional=self.bidirectional,
             has_biases=self.bias, batch_first=False, dropout=self.dropout, training=self.training,
@@ -91,9 +91,12 @@ class GRU(nn.GRU):
 
     def _check_input_and_hidden(self, x: torch.Tensor, hx: torch.Tensor | None, batch_sizes) -> None:
         """nn.GRU's checks (its own messages), plus the ones nn.GRU leaves to cuDNN."""
-        if x.shape[0] == 0 or (batch_sizes is None and x.shape[1] == 0):
+        if x.numel() == 0:
             raise ValueError(f"GRU: expected a non-empty input (time steps and batch >= 1), got shape {tuple(x.shape)}")
-        self.check_forward_args(x, hx, batch_sizes)
+        if hx is not None:
+            self.check_forward_args(x, hx, batch_sizes)
+        else:
+            self.check_input(x, batch_sizes)
         weight = self.weight_ih_l0
         if x.dtype != weight.dtype:
             raise ValueError(f"GRU: input dtype {x.dtype} does not match the parameters' dtype {weight.dtype}")

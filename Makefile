@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make perf` and `make test`. Each sets up .venv first: it reuses
+# an installed torch (--system-site-packages) and otherwise installs torch==2.13.0; it installs
+# Triton 3.6.0 (what the GPU image runs) where no Triton is installed, with NumPy < 2.4, which the
+# 3.6 interpreter needs. `make test` also runs a smoke test on the newest Triton in .venv-latest.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_LATEST ?= .venv-latest
+PY := $(VENV)/bin/python
+PY_LATEST := $(VENV_LATEST)/bin/python
+TORCH_PIN := torch==2.13.0
+TRITON_PIN := triton==3.6.0
+PYTEST_ARGS ?=
+
+.PHONY: all venv test test-suite test-latest perf compile-report clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q $(TRITON_PIN) "numpy<2.4"
+	$(PY) -c "import triton, numpy, sys; sys.exit(triton.__version__ < '3.7' and numpy.__version__ >= '2.4')" \
+		|| $(PY) -m pip install -q "numpy<2.4"
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import pytest, xdist, hypothesis, pandas, matplotlib, tqdm" 2>/dev/null \
+		|| $(PY) -m pip install -q "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "pandas>=2" "matplotlib>=3.7" "tqdm>=4.60"
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV_LATEST)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv --system-site-packages $(VENV_LATEST)
+	$(PY_LATEST) -c "import torch" 2>/dev/null || $(PY_LATEST) -m pip install -q $(TORCH_PIN)
+	$(PY_LATEST) -m pip install -q --upgrade triton numpy "pytest>=8"
+	$(PY_LATEST) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+test: test-suite test-latest
+
+test-suite: $(VENV)/.installed
+	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-latest: $(VENV_LATEST)/.installed
+	TRITON_INTERPRET=1 $(PY_LATEST) -m pytest tests/test_smoke.py $(PYTEST_ARGS)
+
+perf: $(VENV)/.installed
+	$(PY) -m tritongru bench
+
+compile-report: $(VENV)/.installed
+	$(PY) -m tritongru compile-report --arch 90
+
+clean:
+	rm -rf $(VENV) $(VENV_LATEST) .pytest_cache

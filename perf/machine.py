@@ -1,0 +1,63 @@
+"""What every row of a run records about where and on what source it was measured."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tritongru import environment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CPU_INTERPRETER = "cpu-interpreter"
+CPU_BANNER = (
+    "CPU INTERPRETER TIMES (TRITON_INTERPRET=1), NOT GPU NUMBERS: they time the Triton interpreter "
+    "running on NumPy and say nothing about performance on a GPU."
+)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+def source_revision() -> str:
+    """The checkout's commit; with uncommitted changes to tracked files, ``<commit>+dirty.<hash>``
+    where the hash is of the diff, so that resuming never mixes rows of different code."""
+    try:
+        commit = _git("rev-parse", "--short=12", "HEAD").strip()
+        diff = _git("diff", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not diff:
+        return commit
+    return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}"
+
+
+def run_metadata(device: torch.device, cudnn_allow_tf32: bool) -> dict:
+    """Columns shared by every row of this run."""
+    facts = environment.describe(device)
+    interpreter = device.type == "cpu" and facts["interpreter"]
+    gpu = facts["gpu"] or (CPU_INTERPRETER if interpreter else "cpu")
+    return {
+        "gpu": gpu,
+        "gpu_slug": environment.slug(gpu),
+        "sm_count": facts["sm_count"],
+        "capability": facts["capability"],
+        "driver": facts["driver"],
+        "cuda": facts["cuda"],
+        "torch": facts["torch"],
+        "triton": facts["triton"],
+        "python": facts["python"],
+        "commit": source_revision(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_interpreter": interpreter,
+        "timing_note": CPU_BANNER if interpreter else "",
+        # Settings that change what a provider computes: part of the key a result is resumed under.
+        "settings": (
+            f"cudnn.allow_tf32={int(cudnn_allow_tf32)},"
+            f"matmul.allow_tf32={int(torch.backends.cuda.matmul.allow_tf32)}"
+        ),
+    }

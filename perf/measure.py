@@ -1,0 +1,158 @@
+"""Measuring one case: accuracy against float64, time, FLOP rate and memory of each provider.
+
+FLOP count (:func:`case_flops`), per layer, direction and time step of the forward pass:
+``2 * B * 3H * (I_layer + H)`` for the input and recurrent products (``I_layer`` is the input size
+in layer 0 and ``directions * H`` above it) plus ``ELEMENTWISE_FLOPS * B * H`` for the gates. The
+backward pass counts as twice the forward (the gradients of the inputs and of the weights are
+one product each per forward product), so ``fwd_bwd`` is three forwards. ``train_fwd`` counts as
+one forward.
+
+Latency per step is the call's median time divided by the sequential recurrence steps
+(``T x layers x directions``): every layer and direction is its own sequential pass.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import triton.testing
+
+from tritongru import _compat, dispatch, tuning
+from tritongru.accuracy import build_module, float64_truth, make_inputs, max_relative_error, run
+
+from .providers import Provider
+from .sweeps import Case
+
+# Gate arithmetic per hidden unit and row, counting add and multiply as 1 and a sigmoid or tanh as 4:
+# r and z: 2 adds + sigmoid each; n: add, multiply, add + tanh; h: subtract, multiply, add.
+ELEMENTWISE_FLOPS = 2 * (2 + 4) + (3 + 4) + 3
+# Calls shorter than this are timed as CUDA-graph replays: launch overhead would dominate otherwise.
+CUDA_GRAPH_BELOW_MS = 1.0
+QUANTILES = (0.5, 0.2, 0.8)
+
+
+def forward_flops(case: Case) -> float:
+    """FLOPs of one forward call of ``case`` (see the module docstring)."""
+    H, B = case.hidden, case.batch
+    total = 0
+    for layer in range(case.layers):
+        layer_input = case.input_size if layer == 0 else case.directions * H
+        per_step = 2 * B * 3 * H * (layer_input + H) + ELEMENTWISE_FLOPS * B * H
+        total += case.directions * case.seq_len * per_step
+    return float(total)
+
+
+def case_flops(case: Case) -> float:
+    return forward_flops(case) * (3 if case.mode == "fwd_bwd" else 1)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup_ms: int, rep_ms: int, graphable: bool):
+    """``(p50, p20, p80)`` in ms and the timer used.
+
+    GPU: ``triton.testing.do_bench`` quantiles after a warm-up call; calls shorter than
+    :data:`CUDA_GRAPH_BELOW_MS` (and ``graphable``) again as CUDA-graph replays. CPU: the wall
+    clock over ``repeats`` calls after one warm-up call.
+    """
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        quantiles = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
+        timer = "do_bench"
+        if graphable and quantiles[0] < CUDA_GRAPH_BELOW_MS:
+            try:
+                quantiles = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=list(QUANTILES))
+                timer = "do_bench_cudagraph"
+            except Exception as error:  # noqa: BLE001 - any capture failure leaves the do_bench numbers
+                timer = f"do_bench (CUDA graph capture failed: {type(error).__name__})"
+        return tuple(quantiles), timer
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    if len(times) == 1:
+        return (times[0],) * 3, "wall clock (CPU)"
+    cuts = statistics.quantiles(times, n=10, method="inclusive")
+    return (statistics.median(times), cuts[1], cuts[7]), "wall clock (CPU)"
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Memory one call allocates at its peak beyond what was allocated before it (NaN on CPU)."""
+    if device.type != "cuda":
+        return math.nan
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def tritongru_config(case: Case, device: torch.device) -> tuple[str, str]:
+    """The launch configuration tritongru picks for ``case`` and where it comes from."""
+    problem = dispatch.Problem(case.hidden, case.batch, getattr(torch, case.dtype), case.mode != "inference")
+    config = dispatch.choose_config(problem, device)
+    if _compat.INTERPRET:
+        source = "interpreter"
+    else:
+        source = "tuned" if tuning.lookup(problem, device) == config else "heuristic"
+    return tuning.format_config(config), source
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def measure_case(
+    case: Case,
+    providers: Sequence[Provider],
+    device: torch.device,
+    *,
+    repeats: int = 3,
+    warmup_ms: int = 25,
+    rep_ms: int = 100,
+) -> list[dict]:
+    """One row per provider: status (``ok``, ``skipped``, ``error``), times, errors, FLOP rate, memory."""
+    dtype = getattr(torch, case.dtype)
+    module = build_module(case.input_size, case.hidden, case.layers, case.directions, dtype, device)
+    inputs = make_inputs(module, case.seq_len, case.batch, dtype, device)
+    truth_outputs, truth_grads = float64_truth(module, inputs, case.mode, case.returns)
+    flops = case_flops(case)
+    rows = []
+    for provider in providers:
+        row = {"provider": provider.name, "status": "ok", "note": ""}
+        rows.append(row)
+        reason = provider.skip_reason(case, device)
+        if reason:
+            row.update(status="skipped", note=reason)
+            continue
+        try:
+            built = provider.build(module)
+            # The accuracy pass also compiles and warms up whatever the provider caches.
+            outputs, grads = run(built.fn, built.params, inputs, case.mode, case.returns, backward=case.mode != "inference")
+            row["out_err"] = max_relative_error(outputs, truth_outputs)
+            row["grad_err"] = max_relative_error(grads, truth_grads) if grads is not None else math.nan
+            del outputs, grads
+
+            def call():
+                return run(built.fn, built.params, inputs, case.mode, case.returns, backward=case.mode == "fwd_bwd")
+
+            (p50, p20, p80), timer = time_call(
+                call, device, repeats=repeats, warmup_ms=warmup_ms, rep_ms=rep_ms, graphable=case.mode == "inference"
+            )
+            row.update(
+                p50_ms=p50, p20_ms=p20, p80_ms=p80, timer=timer,
+                us_per_step=p50 * 1e3 / case.sequential_steps,
+                tflops=flops / (p50 * 1e-3) / 1e12,
+                peak_mem_mib=peak_memory_mib(call, device),
+            )
+            if provider.name == "tritongru":
+                row["config"], row["config_source"] = tritongru_config(case, device)
+        except Exception as error:  # noqa: BLE001 - one provider failing must not end the sweep
+            row.update(status="error", note=_first_line(error))
+    return rows

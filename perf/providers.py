@@ -1,0 +1,105 @@
+"""The implementations the perf suite compares, as callables on the same module and inputs.
+
+Each provider turns the case's ``torch.nn.GRU`` (random parameters) into ``fn(x, h0) -> (output,
+h_n)`` plus the parameter tensors ``fn`` reads, so that every provider sees the same weights and
+inputs and its gradients can be compared with the float64 reference's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tritongru import _compat
+from tritongru.accuracy import GRUFn, reference_fn
+from tritongru.module import GRU
+
+from .sweeps import Case
+
+# torch.compile unrolls the reference's Python loop over time steps (every layer and direction):
+# a few dozen steps compile in seconds, T=1024 would take many minutes.
+COMPILE_MAX_STEPS = 64
+
+
+@dataclasses.dataclass
+class Built:
+    fn: GRUFn
+    params: list[torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """``skip_reason(case, device)``: why it cannot run there (None when it can); ``build(module)``."""
+
+    name: str
+    description: str
+    skip_reason: Callable[[Case, torch.device], str | None]
+    build: Callable[[nn.GRU], Built]
+
+
+def _tritongru_skip(case: Case, device: torch.device) -> str | None:
+    can_run, why = _compat.kernels_can_run(device)
+    if not can_run:
+        return why
+    if device.type == "cpu" and case.dtype != "float32":
+        return f"the Triton interpreter computes {case.dtype} wrongly (broken dots and casts); float32 only on CPU"
+    return None
+
+
+def _tritongru_build(module: nn.GRU) -> Built:
+    # backend="triton": never time the reference fallback under the kernels' name.
+    gru = GRU.from_torch(module, backend="triton")
+    return Built(gru, list(gru._flat_weights))
+
+
+def _cudnn_skip(case: Case, device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return f"cuDNN needs a CUDA device, this run is on {device}"
+    if not torch.backends.cudnn.is_available():
+        return "this PyTorch build has no cuDNN"
+    return None
+
+
+def _cudnn_build(module: nn.GRU) -> Built:
+    gru = copy.deepcopy(module)
+    gru.flatten_parameters()
+    return Built(gru, list(gru._flat_weights))
+
+
+def _reference_build(module: nn.GRU) -> Built:
+    fn, params = reference_fn(module)
+    return Built(fn, params)
+
+
+def _compile_skip(case: Case, device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return f"torch.compile is measured on GPUs only, this run is on {device}"
+    if case.sequential_steps > COMPILE_MAX_STEPS:
+        return (
+            f"torch.compile unrolls the reference's time loop: {case.sequential_steps} sequential steps "
+            f"> {COMPILE_MAX_STEPS}, compiling would take many minutes"
+        )
+    return None
+
+
+def _compile_build(module: nn.GRU) -> Built:
+    # Every case has new shapes; a fresh cache keeps dynamo from hitting its recompile limit and
+    # silently running eager code under this provider's name.
+    torch._dynamo.reset()
+    fn, params = reference_fn(module)
+    return Built(torch.compile(fn, dynamic=False), params)
+
+
+PROVIDERS: dict[str, Provider] = {
+    provider.name: provider
+    for provider in (
+        Provider("tritongru", "tritongru.GRU, Triton kernels only (backend='triton')", _tritongru_skip, _tritongru_build),
+        Provider("cudnn", "torch.nn.GRU on CUDA (cuDNN; allow_tf32 set explicitly per run)", _cudnn_skip, _cudnn_build),
+        Provider("reference", "tritongru.reference.gru_reference, eager PyTorch", lambda case, device: None, _reference_build),
+        Provider("compile", "torch.compile of gru_reference", _compile_skip, _compile_build),
+    )
+}

@@ -1,0 +1,134 @@
+"""Plots (PNG) and the markdown summary of one GPU's results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on GPU machines or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import targets  # noqa: E402
+from .machine import CPU_BANNER  # noqa: E402
+from .measure import ELEMENTWISE_FLOPS  # noqa: E402
+
+PLOT_MODES = ("inference", "train_fwd", "fwd_bwd")
+
+
+def plot_group(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows plotted together: one layer, one direction, not a named task, and the (T, dtype)
+    with the most rows, so every line of a plot varies in batch or hidden alone."""
+    rows = frame[(frame["status"] == "ok") & (frame["layers"] == 1) & (frame["directions"] == 1) & (frame["task"].fillna("") == "")]
+    if rows.empty:
+        return rows, ""
+    seq_len, dtype = rows.groupby(["seq_len", "dtype"]).size().idxmax()
+    return rows[(rows["seq_len"] == seq_len) & (rows["dtype"] == dtype)], f"T={seq_len}, {dtype}, 1 layer, 1 direction"
+
+
+def _lines(frame: pd.DataFrame, x: str, y: str, series: list[str], path: Path, title: str, ylabel: str, log_y: bool) -> Path | None:
+    modes = [mode for mode in PLOT_MODES if mode in set(frame["mode"])]
+    frame = frame.dropna(subset=[y])
+    if frame.empty or not modes:
+        return None
+    figure, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
+    for axis, mode in zip(axes[0], modes):
+        for key, group in frame[frame["mode"] == mode].groupby(series):
+            group = group.sort_values(x)
+            label = ", ".join(f"{name}={value}" for name, value in zip(series, key if isinstance(key, tuple) else (key,)))
+            axis.plot(group[x], group[y], marker="o", label=label)
+        axis.set_xscale("log", base=2)
+        if log_y:
+            axis.set_yscale("log")
+        axis.set_title(mode)
+        axis.set_xlabel(x)
+        axis.set_ylabel(ylabel)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_plots(frame: pd.DataFrame, out_dir: Path, banner: str) -> list[Path]:
+    rows, group = plot_group(frame)
+    if rows.empty:
+        return []
+    prefix = f"{banner}\n" if banner else ""
+    plots = [
+        _lines(rows, "batch", "us_per_step", ["provider", "hidden"], out_dir / "latency_per_step.png",
+               f"{prefix}latency per step (us), {group}", "us per step", True),
+    ]
+    speedups = rows[rows["provider"] == "tritongru"]
+    plots += [
+        _lines(speedups, "batch", "speedup_vs_cudnn", ["hidden"], out_dir / "speedup_vs_batch.png",
+               f"{prefix}tritongru speedup over cuDNN vs batch, {group}", "speedup over cuDNN", False),
+        _lines(speedups, "hidden", "speedup_vs_cudnn", ["batch"], out_dir / "speedup_vs_hidden.png",
+               f"{prefix}tritongru speedup over cuDNN vs hidden, {group}", "speedup over cuDNN", False),
+    ]
+    return [plot for plot in plots if plot is not None]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return "" if value is None else str(value).replace("|", "/")
+
+
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in frame[columns].itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Path]) -> Path:
+    """``SUMMARY.md`` of ``rows`` (one GPU, commit and settings): environment, targets, results,
+    skips, plots."""
+    lines = [f"# tritongru perf results: {meta['gpu']}", ""]
+    if meta["cpu_interpreter"]:
+        lines += [f"> **{CPU_BANNER}**", ""]
+    lines += [
+        f"- commit `{meta['commit']}`, written {meta['date']}",
+        f"- GPU {meta['gpu']}, SMs {meta['sm_count']}, compute capability {meta['capability']}, driver {meta['driver']}",
+        f"- torch {meta['torch']}, Triton {meta['triton']}, CUDA {meta['cuda']}, Python {meta['python']}",
+        f"- settings: {meta['settings']}",
+        "- times: median (p50) of the call; `us/step` = p50 / (T x layers x directions); errors: "
+        "max |x - ref| / max |ref| against the float64 reference (gradients of input, h0 and all weights)",
+        f"- FLOPs per layer, direction and step: 2*B*3H*(I+H) + {ELEMENTWISE_FLOPS}*B*H forward; "
+        "fwd_bwd counts 3x the forward",
+        "",
+        "## Targets (issue 3)",
+        "",
+        "| target | verdict | detail |",
+        "|---|---|---|",
+        *(f"| {target.description} | {verdict} | {detail} |" for target, verdict, detail in targets.evaluate(rows)),
+        "",
+    ]
+    measured = rows[rows["status"] == "ok"].sort_values(["mode", "task", "dtype", "seq_len", "hidden", "batch", "provider"])
+    columns = ["case_id", "provider", "p50_ms", "us_per_step", "tflops", "speedup_vs_cudnn", "out_err", "grad_err", "peak_mem_mib", "timer", "config"]
+    for mode, group in measured.groupby("mode", sort=False):
+        lines += [f"## {mode}", "", markdown_table(group, columns), ""]
+    others = rows[rows["status"] != "ok"]
+    if not others.empty:
+        lines += ["## Skipped and failed", "", markdown_table(others, ["case_id", "provider", "status", "note"]), ""]
+    lines += ["## Plots", ""]
+    lines += [f"![{plot.stem}]({plot.name})" for plot in plots] or ["(no rows to plot)"]
+    if not (rows["provider"] == "cudnn").any():
+        lines += ["", "No cuDNN rows in this run, so no speedup plots."]
+    path = out_dir / "SUMMARY.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_report(frame: pd.DataFrame, meta: dict, out_dir: Path) -> list[Path]:
+    """Plots and summary of this run's GPU, commit and settings; returns the files written."""
+    mine = frame[(frame["gpu"] == meta["gpu"]) & (frame["commit"] == meta["commit"]) & (frame["settings"] == meta["settings"])]
+    banner = "CPU INTERPRETER TIMES - NOT GPU NUMBERS" if meta["cpu_interpreter"] else ""
+    plots = write_plots(mine, out_dir, banner)
+    return [*plots, write_summary(mine, meta, out_dir, plots)]

@@ -1,0 +1,632 @@
+"""Per-GPU tuning of the persistent kernels' launch configuration.
+
+Triton's own autotuner does not fit these kernels: its cache key has no device name (an H100 and an
+H200 share entries) and it would launch every candidate, including barrier grids that cannot be
+co-resident and would hang. This tuner instead
+
+1. enumerates :class:`~tritongru.kernels.launch.PersistentConfig` candidates for a
+   :class:`~tritongru.dispatch.Problem` (:data:`SEARCH_SPACE`);
+2. prunes them before anything runs (:func:`prune`): invalid tilings, weight slices over the
+   shared-memory budget, barrier grids larger than an optimistic co-residency bound. The exact
+   bound, from the compiled kernel's registers and shared memory, is checked by the launcher before
+   every barrier launch, so a candidate that passes this prune and still cannot be co-resident is
+   refused with an error during its untimed first call, never launched;
+3. times the survivors with ``triton.testing.do_bench`` (median) on random inputs, after checking
+   that each one computes what the untuned heuristic computes;
+4. stores the fastest per GPU (name, SM count, compute capability, Triton version) and per shape
+   bucket (hidden, batch rounded up to a power of two, dtype, directions, training or inference) in
+   a JSON file written atomically.
+
+Lookup (:func:`lookup`, called by :func:`tritongru.dispatch.choose_config`) is a dictionary access
+on tables loaded once per process: the tables shipped in ``tritongru/tuned/*.json``, overridden by
+the user's file (:func:`tuning_file`). Nothing is tuned implicitly unless ``TRITONGRU_AUTOTUNE=1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib.resources
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import triton
+
+from . import _compat
+from .dispatch import WEIGHT_BUDGET_BYTES, Problem, heuristic_config
+from .kernels import gru_backward, gru_forward
+from .kernels.launch import SM90_LIMITS, PersistentConfig, device_limits, programs_per_sm
+
+FILE_ENV = "TRITONGRU_TUNING_FILE"
+CACHE_DIR_ENV = "TRITONGRU_CACHE_DIR"
+AUTOTUNE_ENV = "TRITONGRU_AUTOTUNE"
+FORMAT = "tritongru-tuning"
+FORMAT_VERSION = 1
+
+# Values each searched field takes; block_h ranges over the powers of two from 16 to the padded
+# hidden size, and num_programs follows from the tiling (see candidate_configs).
+SEARCH_SPACE: dict[str, tuple[int, ...]] = {
+    "block_b": (16, 32, 64, 128),
+    "block_k": (32, 64, 128, 256),
+    "num_warps": (4, 8),
+    "num_stages": (1, 2),
+}
+
+# Two configs differ only in summation order; anything beyond this is a wrong result, not rounding.
+AGREEMENT_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-9, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+class TuningUnavailableError(RuntimeError):
+    """Tuning was asked for where kernels cannot be timed on a GPU."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys
+
+
+@dataclasses.dataclass(frozen=True)
+class GPUIdentity:
+    """What a tuned configuration is only valid for."""
+
+    name: str
+    sms: int
+    capability: tuple[int, int]
+    triton: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|sm_{self.capability[0]}{self.capability[1]}|{self.sms}SMs|triton-{self.triton}"
+
+
+@functools.lru_cache(maxsize=None)
+def _identity_of_index(index: int) -> GPUIdentity:
+    props = torch.cuda.get_device_properties(index)
+    return GPUIdentity(props.name, props.multi_processor_count, (props.major, props.minor), triton.__version__)
+
+
+def device_identity(device: torch.device) -> GPUIdentity:
+    """The identity tuning results of ``device`` (a CUDA device) are stored under."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _identity_of_index(index)
+
+
+def batch_bucket(batch: int) -> int:
+    """Batches share a tuned configuration up to the next power of two (10 -> 16)."""
+    return triton.next_power_of_2(batch)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+BucketKey = tuple[int, int, str, int, bool]
+_BUCKET_RE = re.compile(r"^h(\d+)_b(\d+)_([a-z0-9]+)_d([12])_(train|infer)$")
+
+
+def bucket_key(problem: Problem, directions: int = 1) -> BucketKey:
+    """``(hidden, batch bucket, dtype name, directions, training)`` of ``problem``.
+
+    The operator launches one direction at a time, so its lookups use ``directions=1``; the field
+    keeps tables valid if a kernel ever runs both directions in one launch.
+    """
+    return (problem.hidden, batch_bucket(problem.batch), _dtype_name(problem.dtype), directions, problem.training)
+
+
+def bucket_name(key: BucketKey) -> str:
+    hidden, batch, dtype, directions, training = key
+    return f"h{hidden}_b{batch}_{dtype}_d{directions}_{'train' if training else 'infer'}"
+
+
+def parse_bucket_name(name: str) -> BucketKey:
+    match = _BUCKET_RE.match(name)
+    if match is None:
+        raise ValueError(f"bucket name must look like 'h256_b16_bfloat16_d1_infer', got {name!r}")
+    hidden, batch, dtype, directions, mode = match.groups()
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"bucket {name!r} names an unknown dtype {dtype!r}")
+    return int(hidden), int(batch), dtype, int(directions), mode == "train"
+
+
+def format_config(config: PersistentConfig) -> str:
+    """A compact one-line form, e.g. ``b16/h64/k64/p8/w4/s1/resident``."""
+    return (
+        f"b{config.block_b}/h{config.block_h}/k{config.block_k}/p{config.num_programs}/"
+        f"w{config.num_warps}/s{config.num_stages}/{'resident' if config.resident else 'streamed'}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
+def tuning_file() -> Path:
+    """The user's tuning file: ``$TRITONGRU_TUNING_FILE``, else ``$TRITONGRU_CACHE_DIR/tuning.json``,
+    else ``tritongru/tuning.json`` under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    explicit = os.environ.get(FILE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    cache_dir = os.environ.get(CACHE_DIR_ENV)
+    if cache_dir:
+        return Path(cache_dir).expanduser() / "tuning.json"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "tritongru" / "tuning.json"
+
+
+def shipped_tables() -> list[Path]:
+    """The tables shipped with the package (``tritongru/tuned/*.json``), in name order."""
+    folder = importlib.resources.files("tritongru") / "tuned"
+    if not folder.is_dir():
+        return []
+    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+class ForeignFileError(ValueError):
+    """A file exists at the tuning path but is not a readable tritongru tuning table."""
+
+
+def read_document(path: Path) -> dict:
+    """The parsed table at ``path``: an empty one when it does not exist.
+
+    Raises :class:`ForeignFileError` for a file that cannot be read, is not JSON, or is JSON of
+    another format or version.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "devices": {}}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ForeignFileError(f"cannot read it: {error}") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ForeignFileError(f"it is not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ForeignFileError(f"it is not a tritongru tuning table (expected \"format\": \"{FORMAT}\")")
+    if document.get("version") != FORMAT_VERSION:
+        raise ForeignFileError(f"it has format version {document.get('version')!r}, this tritongru reads {FORMAT_VERSION}")
+    if not isinstance(document.get("devices"), dict):
+        raise ForeignFileError("its \"devices\" entry is not an object")
+    return document
+
+
+def _config_from_json(data: object, hidden: int) -> PersistentConfig:
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be an object, got {type(data).__name__}")
+    fields = {field.name for field in dataclasses.fields(PersistentConfig)}
+    if set(data) != fields:
+        raise ValueError(f"config fields must be {sorted(fields)}, got {sorted(data)}")
+    for name, value in data.items():
+        expected = bool if name == "resident" else int
+        # bool is an int subclass: a stray true/false must not pass as a block size.
+        if type(value) is not expected:
+            raise ValueError(f"config field {name} must be {expected.__name__}, got {value!r}")
+    config = PersistentConfig(**data)
+    config.validate(hidden, 1)
+    return config
+
+
+def parse_tables(document: dict, source: Path) -> dict[str, dict[BucketKey, PersistentConfig]]:
+    """Configs by GPU key and bucket; entries that do not parse are skipped with a warning."""
+    tables: dict[str, dict[BucketKey, PersistentConfig]] = {}
+    for gpu_key, device_entry in document["devices"].items():
+        entries = device_entry.get("entries") if isinstance(device_entry, dict) else None
+        if not isinstance(entries, dict):
+            warnings.warn(f"tritongru: ignoring GPU {gpu_key!r} in tuning table {source}: no \"entries\" object", RuntimeWarning, stacklevel=2)
+            continue
+        table = tables.setdefault(gpu_key, {})
+        for name, entry in entries.items():
+            try:
+                key = parse_bucket_name(name)
+                table[key] = _config_from_json(entry.get("config") if isinstance(entry, dict) else None, key[0])
+            except ValueError as error:
+                warnings.warn(f"tritongru: ignoring entry {name!r} for {gpu_key!r} in tuning table {source}: {error}", RuntimeWarning, stacklevel=2)
+    return tables
+
+
+def write_document(path: Path, document: dict) -> None:
+    """Write ``document`` to ``path`` atomically: a reader sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            json.dump(document, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Lookup
+
+_loaded: dict[Path, dict[str, dict[BucketKey, PersistentConfig]]] = {}
+_failed_autotune: set = set()
+
+
+def _load_file(path: Path, tables: dict[str, dict[BucketKey, PersistentConfig]]) -> None:
+    try:
+        document = read_document(path)
+    except ForeignFileError as error:
+        warnings.warn(f"tritongru: ignoring tuning table {path}: {error}", RuntimeWarning, stacklevel=3)
+        return
+    for gpu_key, table in parse_tables(document, path).items():
+        tables.setdefault(gpu_key, {}).update(table)
+
+
+def tables() -> dict[str, dict[BucketKey, PersistentConfig]]:
+    """All configs this process looks up: shipped tables, then the user's file on top; loaded once."""
+    user = tuning_file()
+    if user not in _loaded:
+        merged: dict[str, dict[BucketKey, PersistentConfig]] = {}
+        for path in [*shipped_tables(), user]:
+            _load_file(path, merged)
+        _loaded.clear()
+        _loaded[user] = merged
+    return _loaded[user]
+
+
+def clear_cache() -> None:
+    """Forget the tables loaded in this process (the next lookup reads the files again)."""
+    _loaded.clear()
+    _failed_autotune.clear()
+
+
+def autotune_enabled() -> bool:
+    return os.environ.get(AUTOTUNE_ENV, "0") == "1"
+
+
+def lookup(problem: Problem, device: torch.device, directions: int = 1) -> PersistentConfig | None:
+    """The tuned configuration of ``problem`` on ``device``, or None when no table has one.
+
+    With ``TRITONGRU_AUTOTUNE=1`` a miss on a GPU tunes the problem now (seconds), saves it to the
+    user's file and returns the result; a failure warns once and falls back to None.
+    """
+    if device.type != "cuda":
+        return None
+    identity = device_identity(device)
+    key = bucket_key(problem, directions)
+    config = tables().get(identity.key, {}).get(key)
+    if config is None and autotune_enabled() and (identity.key, key) not in _failed_autotune:
+        config = _autotune_on_miss(problem, device, directions, identity, key)
+    return config
+
+
+def _autotune_on_miss(problem, device, directions, identity, key) -> PersistentConfig | None:
+    if torch.cuda.is_current_stream_capturing():
+        return None
+    try:
+        result = tune_problem(problem, device, directions=directions)
+        save_results([result], tuning_file())
+    except (RuntimeError, ValueError, OSError) as error:
+        _failed_autotune.add((identity.key, key))
+        warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 could not tune {bucket_name(key)}: {error}", RuntimeWarning, stacklevel=4)
+        return None
+    return result.config
+
+
+# --------------------------------------------------------------------------------------------------
+# Search space and pruning
+
+
+def _powers_of_two(low: int, high: int) -> list[int]:
+    return [1 << e for e in range(int(math.log2(low)), int(math.log2(high)) + 1)]
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
+    """Every configuration of :data:`SEARCH_SPACE` for ``problem``, before pruning.
+
+    The grid follows from the tiling: one program per batch tile when a program holds all of
+    W_hh; with hidden slices and resident weights, one group of slices, or one group per batch tile;
+    with streamed weights, one program per tile up to the SM count.
+    """
+    H, B = problem.hidden, problem.batch
+    h_pad = max(triton.next_power_of_2(H), 16)
+    b_pad = max(triton.next_power_of_2(B), 16)
+    configs = []
+    for block_b in (b for b in SEARCH_SPACE["block_b"] if b <= b_pad):
+        b_tiles = triton.cdiv(B, block_b)
+        for block_h in _powers_of_two(16, h_pad):
+            h_tiles = triton.cdiv(H, block_h)
+            for block_k in sorted({min(k, h_pad) for k in SEARCH_SPACE["block_k"]}):
+                grids = [(True, min(b_tiles, sms))] if h_tiles == 1 else [
+                    *((True, h_tiles * groups) for groups in sorted({1, b_tiles})),
+                    *((False, programs) for programs in sorted({min(h_tiles, sms), min(h_tiles * b_tiles, sms)})),
+                ]
+                for resident, programs in grids:
+                    for num_warps in SEARCH_SPACE["num_warps"]:
+                        for num_stages in SEARCH_SPACE["num_stages"]:
+                            configs.append(PersistentConfig(block_b, block_h, block_k, programs, num_warps, num_stages, resident))
+    return configs
+
+
+def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits: dict = SM90_LIMITS) -> int:
+    """An upper bound of the co-resident grid, before compiling: the kernel uses at least its weight
+    slice in shared memory and at least one register per thread, so the real bound is never larger."""
+    shared = config.weight_bytes(problem.hidden, _element_size(problem.dtype)) if config.resident else 0
+    return sms * programs_per_sm(1, shared, config.num_warps, limits)
+
+
+def uses_barrier(config: PersistentConfig, hidden: int) -> bool:
+    """Whether the programs of ``config`` meet at a grid barrier (as the launchers decide it)."""
+    return config.num_h_tiles(hidden) > 1 and config.num_programs > 1
+
+
+def prune(
+    problem: Problem,
+    configs: Iterable[PersistentConfig],
+    sms: int,
+    capacity: Callable[[PersistentConfig], int] | None = None,
+    limits: dict = SM90_LIMITS,
+) -> tuple[list[PersistentConfig], list[tuple[PersistentConfig, str]]]:
+    """Split ``configs`` into those worth timing and ``(config, reason)`` for the rest.
+
+    ``capacity(config)`` is the largest co-resident grid of a config (for example from
+    :func:`tritongru.kernels.launch.co_resident_capacity` on a compiled kernel); the default is
+    :func:`static_capacity`, an upper bound that needs no GPU.
+    """
+    capacity = capacity or (lambda config: static_capacity(config, problem, sms, limits))
+    element_size = _element_size(problem.dtype)
+    kept, pruned = [], []
+    for config in dict.fromkeys(configs):
+        try:
+            config.validate(problem.hidden, problem.batch)
+        except ValueError as error:
+            pruned.append((config, f"invalid: {error}"))
+            continue
+        weight_bytes = config.weight_bytes(problem.hidden, element_size)
+        if config.resident and weight_bytes > WEIGHT_BUDGET_BYTES:
+            pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {WEIGHT_BUDGET_BYTES}"))
+            continue
+        if uses_barrier(config, problem.hidden):
+            fits = capacity(config)
+            if config.num_programs > fits:
+                pruned.append((config, f"barrier grid of {config.num_programs} programs cannot be co-resident (at most {fits})"))
+                continue
+        kept.append(config)
+    return kept, pruned
+
+
+def rank(problem: Problem, configs: list[PersistentConfig], sms: int) -> list[PersistentConfig]:
+    """``configs`` in the order they are timed when a cap applies: the heuristic's choice first (the
+    baseline every result is compared with), then resident weights, grids nearest one program per
+    SM, fewer warps and stages, larger K chunks."""
+    baseline = heuristic_config(problem, sms)
+
+    def order(config: PersistentConfig):
+        return (config != baseline, not config.resident, abs(config.num_programs - sms), config.num_warps, config.num_stages, -config.block_k)
+
+    return sorted(configs, key=order)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclasses.dataclass
+class TuningResult:
+    """The outcome of tuning one problem on one GPU."""
+
+    problem: Problem
+    directions: int
+    identity: GPUIdentity
+    config: PersistentConfig
+    median_ms: float
+    heuristic_ms: float
+    seq_len: int
+    timed: int
+    pruned: list[tuple[PersistentConfig, str]]
+
+    @property
+    def key(self) -> BucketKey:
+        return bucket_key(self.problem, self.directions)
+
+
+def require_gpu(device: torch.device | None = None) -> torch.device:
+    """The CUDA device to tune on; raises :class:`TuningUnavailableError` where there is none."""
+    if _compat.INTERPRET:
+        raise TuningUnavailableError(
+            "TRITON_INTERPRET=1 is set: kernels run on the CPU interpreter, whose times say nothing about a GPU; "
+            "unset it to tune on a GPU"
+        )
+    if not torch.cuda.is_available():
+        raise TuningUnavailableError(
+            f"tuning times the kernels on a CUDA GPU, and this machine has none "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False)"
+        )
+    device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+    can_run, why = _compat.kernels_can_run(device)
+    if not can_run:
+        raise TuningUnavailableError(f"cannot tune on {device}: {why}")
+    return device
+
+
+def _random_inputs(problem: Problem, seq_len: int, device: torch.device) -> dict[str, torch.Tensor]:
+    # A private generator: tuning in the middle of a user's program must not move their RNG state.
+    generator = torch.Generator(device=device).manual_seed(0)
+    H, B, dtype = problem.hidden, problem.batch, problem.dtype
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator, device=device, dtype=torch.float32) * scale).to(dtype)
+
+    return {
+        "gx": randn(seq_len, B, 3 * H),
+        "w_hh": randn(3 * H, H, scale=H**-0.5),
+        "b_hn": randn(H, scale=0.1),
+        "h0": randn(B, H),
+        "dy": randn(seq_len, B, H),
+        "dh_n": randn(B, H),
+    }
+
+
+def _runner(problem: Problem, inputs: dict[str, torch.Tensor], config: PersistentConfig) -> Callable[[], tuple]:
+    precision = _compat.fp32_dot_precision()
+    gx, w_hh, b_hn, h0 = inputs["gx"], inputs["w_hh"], inputs["b_hn"], inputs["h0"]
+    if not problem.training:
+        return lambda: gru_forward(gx, w_hh, b_hn, h0, None, False, False, config, precision)[:2]
+
+    def forward_backward():
+        y, h_n, hs, gates = gru_forward(gx, w_hh, b_hn, h0, None, False, True, config, precision)
+        return (y, h_n, *gru_backward(inputs["dy"], inputs["dh_n"], w_hh, hs, gates, None, False, config, precision))
+
+    return forward_backward
+
+
+def _disagreement(outputs: tuple, expected: tuple) -> float:
+    return max(
+        ((a.double() - e.double()).abs().max() / e.double().abs().max().clamp_min(1e-30)).item()
+        for a, e in zip(outputs, expected)
+    )
+
+
+def tune_problem(
+    problem: Problem,
+    device: torch.device | None = None,
+    *,
+    directions: int = 1,
+    seq_len: int = 128,
+    max_configs: int = 16,
+    log: Callable[[str], None] = lambda message: None,
+) -> TuningResult:
+    """Time the pruned candidates of ``problem`` (at most ``max_configs``, in :func:`rank` order)
+    and return the fastest that agrees with the heuristic's result."""
+    device = require_gpu(device)
+    if max_configs < 1:
+        raise ValueError(f"max_configs must be >= 1, got {max_configs}")
+    sms, limits = device_limits(device.index)
+    kept, pruned = prune(problem, candidate_configs(problem, sms), sms, limits=limits)
+    baseline = heuristic_config(problem, sms)
+    candidates = rank(problem, list(dict.fromkeys([baseline, *kept])), sms)[:max_configs]
+    inputs = _random_inputs(problem, seq_len, device)
+    # The baseline is what runs untuned: its result is the one every candidate must agree with,
+    # and its time the one the table records next to the best.
+    expected = _runner(problem, inputs, baseline)()
+    tolerance = AGREEMENT_TOLERANCE[problem.dtype]
+    times: dict[PersistentConfig, float] = {}
+    for config in candidates:
+        run = _runner(problem, inputs, config)
+        try:
+            # The untimed first call compiles, and the launcher refuses a barrier grid that the
+            # compiled kernel cannot keep co-resident before launching it.
+            disagreement = _disagreement(run(), expected)
+        except (RuntimeError, ValueError, triton.TritonError) as error:
+            pruned.append((config, f"failed its first run: {str(error).splitlines()[0]}"))
+            continue
+        if not disagreement <= tolerance:
+            pruned.append((config, f"result differs from the heuristic's by {disagreement:.2e} (tolerance {tolerance:.0e})"))
+            continue
+        times[config] = triton.testing.do_bench(run, return_mode="median")
+        log(f"  {format_config(config)}: {times[config]:.4f} ms")
+    best = min(times, key=times.get)
+    return TuningResult(problem, directions, device_identity(device), best, times[best], times[baseline], seq_len, len(times), pruned)
+
+
+def save_results(results: Iterable[TuningResult], path: Path | None = None) -> Path:
+    """Merge ``results`` into the table at ``path`` (default :func:`tuning_file`), atomically.
+
+    Refuses (:class:`ForeignFileError`) to replace a file that is not a tritongru tuning table.
+    """
+    path = tuning_file() if path is None else Path(path)
+    try:
+        document = read_document(path)
+    except ForeignFileError as error:
+        raise ForeignFileError(f"refusing to overwrite {path}: {error}; move it away or choose another file") from error
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for result in results:
+        device_entry = document["devices"].setdefault(result.identity.key, {})
+        device_entry["gpu"] = dataclasses.asdict(result.identity)
+        device_entry.setdefault("entries", {})[bucket_name(result.key)] = {
+            "config": dataclasses.asdict(result.config),
+            "median_ms": result.median_ms,
+            "heuristic_ms": result.heuristic_ms,
+            "seq_len": result.seq_len,
+            "timed": result.timed,
+            "pruned": len(result.pruned),
+            "measured_at": stamp,
+            "torch": torch.__version__,
+        }
+    write_document(path, document)
+    clear_cache()
+    return path
+
+
+# The shape set ``tritongru tune`` covers by default: the issue's target shapes.
+DEFAULT_HIDDENS = (64, 128, 256, 512, 1024)
+DEFAULT_BATCHES = (1, 16, 64, 256)
+
+
+def problem_set(
+    hiddens: Iterable[int] = DEFAULT_HIDDENS,
+    batches: Iterable[int] = DEFAULT_BATCHES,
+    dtypes: Iterable[torch.dtype] = (torch.bfloat16,),
+    training: Iterable[bool] = (False, True),
+) -> list[Problem]:
+    """Every combination of the given values, as problems to tune."""
+    return [Problem(h, b, d, t) for t in training for d in dtypes for h in hiddens for b in batches]
+
+
+def tune(
+    problems: Iterable[Problem],
+    device: torch.device | None = None,
+    *,
+    path: Path | None = None,
+    seq_len: int = 128,
+    max_configs: int = 16,
+    time_budget_s: float | None = None,
+    log: Callable[[str], None] = print,
+) -> list[TuningResult]:
+    """Tune each problem and save after each one (an interrupted run keeps what it measured).
+
+    Stops starting new problems once ``time_budget_s`` has passed.
+    """
+    device = require_gpu(device)
+    start = time.monotonic()
+    results = []
+    for problem in problems:
+        if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+            log(f"time budget of {time_budget_s:.0f} s spent; not tuning the remaining problems")
+            break
+        log(f"tuning {bucket_name(bucket_key(problem))} ...")
+        result = tune_problem(problem, device, seq_len=seq_len, max_configs=max_configs, log=log)
+        saved = save_results([result], path)
+        results.append(result)
+        log(
+            f"  best {format_config(result.config)}: {result.median_ms:.4f} ms "
+            f"(heuristic {result.heuristic_ms:.4f} ms, {result.timed} timed, {len(result.pruned)} pruned) -> {saved}"
+        )
+    return results
+
+
+def describe_tables(gpu_key: str | None) -> list[dict]:
+    """Each table file this process reads (shipped, then the user's): its path, whether it loads,
+    and how many entries it holds for ``gpu_key``; for ``tritongru info``."""
+    described = []
+    for kind, path in [*(("shipped", path) for path in shipped_tables()), ("user", tuning_file())]:
+        entry = {"kind": kind, "path": path, "status": "ok", "entries_here": 0}
+        try:
+            document = read_document(path)
+        except ForeignFileError as error:
+            entry["status"] = f"ignored: {error}"
+        else:
+            if not path.exists():
+                entry["status"] = "does not exist"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                entry["entries_here"] = len(parse_tables(document, path).get(gpu_key, {})) if gpu_key else 0
+        described.append(entry)
+    return described
