@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q $(TRITON_PIN) "numpy<2.4"
-	$(PY) -c "import triton, numpy, sys; sys.exit(triton.__version__ < '3.7' and numpy.__version__ >= '2.4')" \
-		|| $(PY) -m pip install -q "numpy<2.4"
+	$(PY) -c "import sys, triton, numpy; v = lambda m: tuple(int(p) for p in m.__version__.split('.')[:2]); \
+		sys.exit(v(triton) < (3, 7) and v(numpy) >= (2, 4))" || $(PY) -m pip install -q "numpy<2.4"
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import pytest, xdist, hypothesis, pandas, matplotlib, tqdm" 2>/dev/null \
 		|| $(PY) -m pip install -q "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "pandas>=2" "matplotlib>=3.7" "tqdm>=4.60"

@@ -1,10 +1,10 @@
 """A character-level GRU language model: embedding -> GRU -> linear, trained on the Jargon File.
 
 The GRU is either ``tritongru.GRU`` (``--impl tritongru``, the persistent Triton kernels on a GPU)
-or ``torch.nn.GRU`` (``--impl torch``); everything else is the same code. ``tritongru.GRU`` derives
-from ``nn.GRU``: its parameters, their names and their initialisation are nn.GRU's own, so with the
-same ``--seed`` both runs start from the same weights, see the same batches and print the same
-losses (to floating-point tolerance), and a checkpoint saved by one loads into the other.
+or ``torch.nn.GRU`` (``--impl torch``); everything else is the same code. ``tritongru.GRU`` has
+nn.GRU's constructor, parameters, parameter names and initialisation, so with the same ``--seed``
+both runs start from the same weights, see the same batches and print the same losses (to
+floating-point tolerance), and a checkpoint saved by one loads into the other.
 
     python examples/char_lm.py --impl tritongru --steps 2000          # on a GPU: also tokens/s
     python examples/char_lm.py --impl torch --steps 2000              # the same run on nn.GRU
@@ -92,7 +92,7 @@ def load_text(path: str | Path) -> str:
 
 
 def make_gru(impl: str, input_size: int, hidden: int, layers: int, *, dropout: float = 0.0,
-             backend: str = "auto") -> nn.GRU:
+             backend: str = "auto") -> nn.Module:
     """A time-major GRU of either implementation (the same constructor arguments and parameters)."""
     if impl == "tritongru":
         import tritongru
@@ -231,15 +231,16 @@ def save_checkpoint(path: str | Path, model: CharLM, vocab: CharVocab, config: C
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *, impl: str | None = None,
                     backend: str | None = None) -> tuple[CharLM, CharVocab, Config]:
-    """Rebuild a saved model; ``impl`` (and ``backend``) may differ from the ones it was trained with."""
+    """Rebuild a saved model, and return it with its vocabulary and the config it was trained with.
+
+    ``impl`` (and ``backend``), when given, choose the GRU the model runs on, which may differ from
+    the one it was trained with: the two implementations' state_dicts are interchangeable.
+    """
     saved = torch.load(path, map_location="cpu", weights_only=True)
     config = Config(**saved["config"])
-    if impl is not None:
-        config.impl = impl
-    if backend is not None:
-        config.backend = backend
+    run_as = dataclasses.replace(config, impl=impl or config.impl, backend=backend or config.backend)
     vocab = CharVocab(saved["vocab"])
-    model = build_model(len(vocab), config, device)
+    model = build_model(len(vocab), run_as, device)
     model.load_state_dict(saved["model"])
     return model, vocab, config
 

@@ -142,10 +142,14 @@ def test_state_dict_round_trip_and_from_torch(device):
     back.load_state_dict(ours.state_dict())
     for (name, p), q in zip(ref.named_parameters(), back.parameters()):
         assert torch.equal(p, q), name
-    # nn.GRU's initialisation: uniform(-1/sqrt(H), 1/sqrt(H)).
-    fresh = tritongru.GRU(6, 9)
-    bound = 1 / 9**0.5
-    assert all(p.abs().max() <= bound for p in fresh.parameters())
+    # nn.GRU's initialisation, parameter for parameter: the same seed gives the same weights.
+    torch.manual_seed(7)
+    fresh = tritongru.GRU(6, 9, 2, bidirectional=True)
+    torch.manual_seed(7)
+    theirs = torch.nn.GRU(6, 9, 2, bidirectional=True)
+    assert [n for n, _ in fresh.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    for p, q in zip(fresh.parameters(), theirs.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_functional_matches_module(device):

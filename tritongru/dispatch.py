@@ -64,14 +64,14 @@ def heuristic_config(problem: Problem, sms: int) -> PersistentConfig:
 
     The tile sizes are the ones the sm_90 compile report shows without spills: batch tiles of 16
     rows (the sequential product gains nothing from wider tiles, and wider ones spill), reduction
-    chunks of 64, and 8 warps once a program's weight slice is large.
+    chunks of 128, and 8 warps once a program's weight slice is large.
     """
     H, B = problem.hidden, problem.batch
     element_size = torch.empty((), dtype=problem.dtype).element_size()
     block_b = 16
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
-    block_k = min(h_pad, 64)
+    block_k = min(h_pad, 128)
     whole = PersistentConfig(block_b=block_b, block_h=h_pad, block_k=block_k, num_programs=1)
     if whole.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES // 2:
         return dataclasses.replace(whole, num_programs=min(b_tiles, sms), num_warps=_warps(whole, H, element_size))

@@ -46,6 +46,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "triton" if can_run else "reference"
 
 
+def _check_lengths(lengths: torch.Tensor | None, input: torch.Tensor, batch_first: bool) -> None:
+    if lengths is None:
+        return
+    T, B = (input.shape[1], input.shape[0]) if batch_first else (input.shape[0], input.shape[1])
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {tuple(lengths.shape)}")
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > T:
+        raise ValueError(f"lengths must lie in [1, {T}] (the padded length), got values in [{low}, {high}]")
+
+
 def _needs_grad(tensors: Sequence[torch.Tensor | None]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -80,6 +91,7 @@ def gru(
         ``(output, h_n)``: ``output`` ``(T, B, num_directions * hidden_size)`` (batch first when
         ``batch_first``), ``h_n`` ``(num_layers * num_directions, B, hidden_size)``.
     """
+    _check_lengths(lengths, input, batch_first)
     if resolve_backend(backend, input.device) == "reference":
         return gru_reference(
             input, hx, params, num_layers=num_layers, bidirectional=bidirectional, has_biases=has_biases,
