@@ -2,6 +2,7 @@
 # an installed torch (--system-site-packages) and otherwise installs torch==2.13.0; it installs
 # Triton 3.6.0 (what the GPU image runs) where no Triton is installed, with NumPy < 2.4, which the
 # 3.6 interpreter needs. `make test` also runs a smoke test on the newest Triton in .venv-latest.
+# Without a GPU, tests/conftest.py runs the kernels through Triton's CPU interpreter.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,10 +40,10 @@ $(VENV_LATEST)/.installed: pyproject.toml Makefile
 test: test-suite test-latest
 
 test-suite: $(VENV)/.installed
-	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 test-latest: $(VENV_LATEST)/.installed
-	TRITON_INTERPRET=1 $(PY_LATEST) -m pytest tests/test_smoke.py $(PYTEST_ARGS)
+	$(PY_LATEST) -m pytest tests/test_smoke.py $(PYTEST_ARGS)
 
 perf: $(VENV)/.installed
 	$(PY) -m tritongru bench

@@ -193,8 +193,8 @@ def train(config: Config, device: str | torch.device = "cpu", *, progress: bool 
     steps = range(config.steps)
     bar = tqdm(steps, desc=f"{config.impl}", disable=not progress, dynamic_ncols=True) if tqdm else steps
     write = tqdm.write if tqdm else print
-    losses: list[float] = []
-    # The first steps compile and tune the kernels: the throughput counts the steps after them.
+    step_losses: list[torch.Tensor] = []
+    # The first steps compile the kernels: the throughput counts the steps after them.
     warmup = min(3, max(config.steps - 1, 0))
     start = None
     model.train()
@@ -210,11 +210,15 @@ def train(config: Config, device: str | torch.device = "cpu", *, progress: bool 
         if config.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
-        losses.append(loss.item())
-        if tqdm and progress:
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if log_every and (step % log_every == 0 or step == config.steps - 1):
-            write(f"step {step:6d}  loss {losses[-1]:.4f}  ({losses[-1] / math.log(2):.3f} bits/char)")
+        step_losses.append(loss.detach())
+        # Reading a loss waits for the GPU, so it is read only when shown.
+        if step % (log_every or 10) == 0 or step == config.steps - 1:
+            value = step_losses[-1].item()
+            if tqdm and progress:
+                bar.set_postfix(loss=f"{value:.4f}")
+            if log_every:
+                write(f"step {step:6d}  loss {value:.4f}  ({value / math.log(2):.3f} bits/char)")
+    losses = torch.stack(step_losses).double().cpu().tolist() if step_losses else []
     tokens_per_s = None
     if device.type == "cuda" and start is not None and config.steps > warmup:
         torch.cuda.synchronize(device)

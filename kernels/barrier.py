@@ -18,14 +18,18 @@ from triton.language.extra.cuda import globaltimer
 
 
 @triton.jit
-def grid_barrier(p_sync, NUM_PROGRAMS: tl.constexpr, TIMEOUT_NS: tl.constexpr):
-    """Wait until all ``NUM_PROGRAMS`` programs have arrived; ``p_sync`` = [counter, error]."""
+def grid_barrier(p_sync, num_programs, ENABLED: tl.constexpr, TIMEOUT_NS: tl.constexpr):
+    """Wait until all ``num_programs`` programs have arrived; ``p_sync`` = [counter, error].
+
+    With ``ENABLED`` false it only orders the program's own threads (a CTA barrier).
+    """
     # Every thread's stores must be issued before the single thread that arrives releases them.
     tl.debug_barrier()
-    if NUM_PROGRAMS > 1:
+    if ENABLED:
         p_error = p_sync + 1
         if tl.program_id(0) == 0:
-            arrive = 2**31 - (NUM_PROGRAMS - 1)
+            # 2**31 - (num_programs - 1), written so that no constant overflows int32.
+            arrive = 2147483647 - num_programs + 2
         else:
             arrive = 1
         old = tl.atomic_add(p_sync, arrive, sem="release", scope="gpu")

@@ -41,12 +41,11 @@ def gru_bwd_persistent_kernel(
     B,
     H,
     NUM_B_TILES,
+    num_programs,
     REVERSE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
-    NUM_PROGRAMS: tl.constexpr,
-    NUM_H_TILES: tl.constexpr,
     RESIDENT: tl.constexpr,
-    BARRIER_PROGRAMS: tl.constexpr,
+    BARRIER: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -56,18 +55,19 @@ def gru_bwd_persistent_kernel(
     TIMEOUT_NS: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    num_tiles = NUM_H_TILES * NUM_B_TILES
+    num_h_tiles = tl.cdiv(H, BLOCK_H)
+    num_tiles = num_h_tiles * NUM_B_TILES
     if RESIDENT:
         # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
-        offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+        offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
         w = load_weight_chunks(p_w, offs_j, H, 1, 3 * H, H, NUM_K, BLOCK_K)
     dtype = p_dgh.dtype.element_ty
     for rev_step in range(T):
         step = T - 1 - rev_step
         p_dgh_s = p_dgh + tl.cast(step, tl.int64) * B * 3 * H
-        for tile in range(pid, num_tiles, NUM_PROGRAMS):
-            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+        for tile in range(pid, num_tiles, num_programs):
+            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask_b = offs_b < B
             mask = mask_b[:, None] & (offs_j < H)[None, :]
             t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
@@ -102,10 +102,10 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgh_s + offs_g + 2 * H, (da_n * r).to(dtype), mask=mask)
             tl.store(p_dstate + offs_bh, dh_carry, mask=mask)
         # Every slice of dgh_t is published before any program multiplies it by W_hh.
-        grid_barrier(p_sync, BARRIER_PROGRAMS, TIMEOUT_NS)
-        for tile in range(pid, num_tiles, NUM_PROGRAMS):
-            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+        grid_barrier(p_sync, num_programs, BARRIER, TIMEOUT_NS)
+        for tile in range(pid, num_tiles, num_programs):
+            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
             acc = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             for c in tl.static_range(NUM_K):
@@ -136,15 +136,13 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
-        T, B, H, config.num_b_tiles(B),
+        T, B, H, config.num_b_tiles(B), config.num_programs,
     )
     constexprs = dict(
         REVERSE=reverse,
         USE_LENGTHS=lengths is not None,
-        NUM_PROGRAMS=config.num_programs,
-        NUM_H_TILES=config.num_h_tiles(H),
         RESIDENT=config.resident,
-        BARRIER_PROGRAMS=config.num_programs if barrier else 1,
+        BARRIER=barrier,
         BLOCK_B=config.block_b,
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,

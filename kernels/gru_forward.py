@@ -5,7 +5,7 @@ Work split: the grid's tiles are (hidden slice, batch tile) pairs. A program own
 slice; with ``RESIDENT`` they are loaded once, before the time loop, and stay on chip for all T
 steps. Every step, each program reads the whole previous state ``h_{t-1}`` of its batch tile (written
 by all hidden slices), computes its slice of ``h_t`` and publishes it; a grid barrier then ends the
-step. With one hidden slice (``NUM_H_TILES == 1``: W_hh fits one SM) programs are independent batch
+step. With one hidden slice (W_hh fits one SM) programs are independent batch
 tiles and no barrier is needed.
 
 The loop over tiles is grid-strided inside the time loop, so a grid of one program computes every
@@ -40,13 +40,12 @@ def gru_fwd_persistent_kernel(
     H,
     HBUF_SLOTS,
     NUM_B_TILES,
+    num_programs,
     REVERSE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
     SAVE_GATES: tl.constexpr,
-    NUM_PROGRAMS: tl.constexpr,
-    NUM_H_TILES: tl.constexpr,
     RESIDENT: tl.constexpr,
-    BARRIER_PROGRAMS: tl.constexpr,
+    BARRIER: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -56,10 +55,11 @@ def gru_fwd_persistent_kernel(
     TIMEOUT_NS: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    num_tiles = NUM_H_TILES * NUM_B_TILES
+    num_h_tiles = tl.cdiv(H, BLOCK_H)
+    num_tiles = num_h_tiles * NUM_B_TILES
     if RESIDENT:
-        # The host guarantees NUM_PROGRAMS % NUM_H_TILES == 0: a program keeps one hidden slice.
-        offs_j = (pid % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
+        # The host guarantees num_programs % num_h_tiles == 0: a program keeps one hidden slice.
+        offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
         w_r = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_z = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_n = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
@@ -67,9 +67,9 @@ def gru_fwd_persistent_kernel(
     for step in range(T):
         p_h_in = p_hbuf + tl.cast(step % HBUF_SLOTS, tl.int64) * B * H
         p_h_out = p_hbuf + tl.cast((step + 1) % HBUF_SLOTS, tl.int64) * B * H
-        for tile in range(pid, num_tiles, NUM_PROGRAMS):
-            offs_j = (tile % NUM_H_TILES) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // NUM_H_TILES) * BLOCK_B + tl.arange(0, BLOCK_B)
+        for tile in range(pid, num_tiles, num_programs):
+            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask_j = offs_j < H
             mask_b = offs_b < B
             t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
@@ -117,7 +117,7 @@ def gru_fwd_persistent_kernel(
                 tl.store(p_g + 3 * H, gh_n.to(dtype), mask=mask)
         # Ends the step: every slice of h_t is published before anyone reads it. With one program
         # per batch tile it only orders this program's own stores before its next loads.
-        grid_barrier(p_sync, BARRIER_PROGRAMS, TIMEOUT_NS)
+        grid_barrier(p_sync, num_programs, BARRIER, TIMEOUT_NS)
 
 
 def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
@@ -140,16 +140,14 @@ def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: 
     barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, state, y, gates, new_sync_word(device),
-        T, B, H, slots, config.num_b_tiles(B),
+        T, B, H, slots, config.num_b_tiles(B), config.num_programs,
     )
     constexprs = dict(
         REVERSE=reverse,
         USE_LENGTHS=lengths is not None,
         SAVE_GATES=save,
-        NUM_PROGRAMS=config.num_programs,
-        NUM_H_TILES=config.num_h_tiles(H),
         RESIDENT=config.resident,
-        BARRIER_PROGRAMS=config.num_programs if barrier else 1,
+        BARRIER=barrier,
         BLOCK_B=config.block_b,
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,

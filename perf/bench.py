@@ -96,7 +96,15 @@ def run(options: BenchOptions, log: Callable[[str], None] = print) -> int:
     sweep = choose_sweep(options.sweep, device)
     cases = select_cases(sweep, options)
     providers = select_providers(sweep, options.providers)
+    previous_tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = options.cudnn_allow_tf32
+    try:
+        return _run_sweep(sweep, cases, providers, device, options, log)
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous_tf32
+
+
+def _run_sweep(sweep: Sweep, cases: list[Case], providers, device: torch.device, options: BenchOptions, log) -> int:
     meta = machine.run_metadata(device, options.cudnn_allow_tf32)
     out_dir = Path(options.out) / meta["gpu_slug"]
     results_path = out_dir / "results.csv"

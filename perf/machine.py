@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,9 +24,18 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True).stdout
 
 
+REVISION_ENV = "TRITONGRU_SOURCE_REVISION"
+
+
 def source_revision() -> str:
     """The checkout's commit; with uncommitted changes to tracked files, ``<commit>+dirty.<hash>``
-    where the hash is of the diff, so that resuming never mixes rows of different code."""
+    where the hash is of the diff, so that resuming never mixes rows of different code.
+
+    ``$TRITONGRU_SOURCE_REVISION`` overrides it, for copies of the tree without ``.git`` (a GPU
+    machine that receives the working tree only).
+    """
+    if os.environ.get(REVISION_ENV):
+        return os.environ[REVISION_ENV]
     try:
         commit = _git("rev-parse", "--short=12", "HEAD").strip()
         diff = _git("diff", "HEAD")

@@ -93,9 +93,10 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     lines = [f"# tritongru perf results: {meta['gpu']}", ""]
     if meta["cpu_interpreter"]:
         lines += [f"> **{CPU_BANNER}**", ""]
+    fact = {key: "n/a" if value is None else value for key, value in meta.items()}
     lines += [
         f"- commit `{meta['commit']}`, written {meta['date']}",
-        f"- GPU {meta['gpu']}, SMs {meta['sm_count']}, compute capability {meta['capability']}, driver {meta['driver']}",
+        f"- GPU {meta['gpu']}, SMs {fact['sm_count']}, compute capability {fact['capability']}, driver {fact['driver']}",
         f"- torch {meta['torch']}, Triton {meta['triton']}, CUDA {meta['cuda']}, Python {meta['python']}",
         f"- settings: {meta['settings']}",
         "- times: median (p50) of the call; `us/step` = p50 / (T x layers x directions); errors: "

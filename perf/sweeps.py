@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from tritongru.accuracy import MODES, RETURNS
+from tritongru.accuracy import DTYPES, MODES, RETURNS
 
-DTYPES = ("float32", "bfloat16", "float16")
 ALL_PROVIDERS = ("tritongru", "cudnn", "reference", "compile")
 
 

@@ -10,7 +10,7 @@ import torch
 import tritongru
 from tritongru.dispatch import force_config
 from tritongru.kernels import PersistentConfig
-from tritongru.reference import gru_reference
+from tritongru.reference import gru_recurrence_reference, gru_reference
 
 from conftest import DEVICE
 from helpers import assert_close, grads
@@ -81,3 +81,17 @@ def test_config_validation():
         PersistentConfig(block_b=16, block_h=24, block_k=16, num_programs=1).validate(40, 4)
     with pytest.raises(ValueError, match="multiple of the 3 hidden slices, got 4"):
         PersistentConfig(block_b=16, block_h=16, block_k=16, num_programs=4).validate(40, 4)
+
+
+def test_op_matches_recurrence_reference():
+    """The operator on its own, with b_hh of r and z folded into gx as the functional layer does."""
+    torch.manual_seed(6)
+    T, B, H = 4, 3, 20
+    gx = torch.randn(T, B, 3 * H, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(3 * H, H, dtype=torch.float64, device=DEVICE) / H**0.5
+    b_hn, h0 = torch.randn(H, dtype=torch.float64, device=DEVICE), torch.randn(B, H, dtype=torch.float64, device=DEVICE)
+    y, h_n, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, False)
+    y_ref, h_ref = gru_recurrence_reference(gx, w, b_hn, h0)
+    assert hs.numel() == 0 and gates.numel() == 0
+    assert_close(y, y_ref, torch.float64, "y")
+    assert_close(h_n, h_ref, torch.float64, "h_n")

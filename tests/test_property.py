@@ -29,7 +29,6 @@ from tritongru.reference import gru_reference
 # >= 1e-2.
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=2e-4, atol=2e-5)}
 
-
 @dataclasses.dataclass(frozen=True)
 class Case:
     T: int
@@ -63,7 +62,8 @@ def cases(draw) -> Case:
     return Case(
         T=T, B=B, input_size=draw(st.integers(1, 6)), hidden=draw(st.integers(1, 20)),
         layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()), bias=draw(st.booleans()),
-        batch_first=draw(st.booleans()), layout=layout, lengths=lengths, h0=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        layout=layout, lengths=lengths, h0=draw(st.booleans()),
         dtype=draw(st.sampled_from([torch.float32, torch.float64])), seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -208,7 +208,7 @@ def test_matches_nn_gru_and_float64_reference(case: Case, device):
     _close(h_ng, h_n, case.dtype, "h_n without autograd")
 
 
-@settings(PROPERTY_SETTINGS, max_examples=10)
+@settings(PROPERTY_SETTINGS, max_examples=40)
 @given(case=cases())
 def test_reference_backend_matches_nn_gru(case: Case, device):
     """backend="reference" (what runs where the kernels cannot) is held to the same standard."""
@@ -229,3 +229,19 @@ def test_reference_backend_matches_nn_gru(case: Case, device):
     want = torch.autograd.grad((_tensors(out_ref) * w_out).sum() + (h_ref * w_h).sum(), leaves + list(ref.parameters()))
     for a, b in zip(got, want, strict=True):
         _close(a, b, case.dtype, "gradient")
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"], ids=["kernels", "reference"])
+def test_unbatched_batch_first(backend, device):
+    """nn.GRU treats 2-D input as one sequence (T, input_size) whatever batch_first says."""
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(3, 5, batch_first=True, device=device, dtype=torch.float64)
+    ours = tritongru.GRU.from_torch(ref, backend=backend)
+    x = torch.randn(4, 3, device=device, dtype=torch.float64)
+    h0 = torch.randn(1, 5, device=device, dtype=torch.float64)
+    for hx in (None, h0):
+        out, h_n = ours(x, hx)
+        out_ref, h_ref = ref(x, hx)
+        assert out.shape == out_ref.shape and h_n.shape == h_ref.shape
+        _close(out, out_ref, torch.float64, "output")
+        _close(h_n, h_ref, torch.float64, "h_n")

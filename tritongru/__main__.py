@@ -18,9 +18,7 @@ from pathlib import Path
 import torch
 
 from . import _compat, environment, tuning
-
-DTYPES = ("float32", "bfloat16", "float16")
-MODES = ("inference", "train_fwd", "fwd_bwd")
+from .accuracy import DTYPES, MODES
 
 
 class CLIError(Exception):
@@ -128,7 +126,7 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     device = environment.default_device()
     cases = accuracy.GPU_CASES if device.type == "cuda" else accuracy.CPU_CASES
     if args.dtype:
-        cases = tuple(case for case in cases if str(case.dtype).removeprefix("torch.") in args.dtype)
+        cases = tuple(case for case in cases if case.dtype_name in args.dtype)
         if not cases:
             raise CLIError(f"no validation case on {device} has dtype {args.dtype}")
     where = "Triton interpreter on the CPU, tiny shapes" if device.type == "cpu" else torch.cuda.get_device_name(device)

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .module import GRU
 from .reference import gru_reference
 
 MODES = ("inference", "train_fwd", "fwd_bwd")
 RETURNS = ("output", "h_n", "both")
+DTYPES = ("float32", "bfloat16", "float16")
 
 GRUFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -142,9 +144,15 @@ class ValidationCase:
     tolerance: float
 
     @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
     def label(self) -> str:
-        dtype = str(self.dtype).removeprefix("torch.")
-        return f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden} L={self.layers} D={self.directions} {dtype}"
+        return (
+            f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden} L={self.layers} "
+            f"D={self.directions} {self.dtype_name}"
+        )
 
 
 # The interpreter runs a program-step in milliseconds, and has broken bf16: tiny fp32 shapes only,
@@ -162,8 +170,6 @@ GPU_CASES = (
 def validate(device: torch.device, cases: Sequence[ValidationCase], log: Callable[[str], None] = print) -> bool:
     """Run ``tritongru.GRU`` (Triton kernels only, no fallback) on ``cases`` against the float64
     reference, forward and gradients; print one line per case and return whether all pass."""
-    from .module import GRU
-
     log(f"{'case':<44} {'output err':>11} {'grad err':>11} {'tolerance':>10}  result")
     passed = True
     for case in cases:

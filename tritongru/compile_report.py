@@ -107,23 +107,55 @@ def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: Persis
     return regs, stack + local, compiled.metadata.shared
 
 
+def _launch_constants(config: PersistentConfig, hidden: int, dtype: torch.dtype, backward: bool, training: bool):
+    """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction)."""
+    constexprs = dict(
+        REVERSE=False, USE_LENGTHS=True, RESIDENT=config.resident,
+        BARRIER=config.num_h_tiles(hidden) > 1 and config.num_programs > 1,
+        BLOCK_B=config.block_b, BLOCK_H=config.block_h, BLOCK_K=config.block_k,
+        NUM_K=config.num_k(3 * hidden if backward else hidden), PRECISION="tf32",
+        ACC=accumulator_dtype(dtype), TIMEOUT_NS=2_000_000_000,
+    )
+    if backward:
+        return gru_bwd_persistent_kernel, constexprs
+    return gru_fwd_persistent_kernel, dict(constexprs, SAVE_GATES=training)
+
+
 def variants(hidden: int, batch: int, dtype: torch.dtype):
     """``(kernel, constexprs, config, barrier)`` for each launch the dispatcher plans for a shape."""
-    for kernel, training in ((gru_fwd_persistent_kernel, False), (gru_fwd_persistent_kernel, True), (gru_bwd_persistent_kernel, True)):
-        config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS)
-        h_tiles = config.num_h_tiles(hidden)
-        barrier = h_tiles > 1 and config.num_programs > 1
-        backward = kernel is gru_bwd_persistent_kernel
-        constexprs = dict(
-            REVERSE=False, USE_LENGTHS=True, NUM_PROGRAMS=config.num_programs, NUM_H_TILES=h_tiles,
-            RESIDENT=config.resident, BARRIER_PROGRAMS=config.num_programs if barrier else 1,
-            BLOCK_B=config.block_b, BLOCK_H=config.block_h, BLOCK_K=config.block_k,
-            NUM_K=config.num_k(3 * hidden if backward else hidden), PRECISION="tf32",
-            ACC=accumulator_dtype(dtype), TIMEOUT_NS=2_000_000_000,
-        )
-        if not backward:
-            constexprs["SAVE_GATES"] = training
+    for backward, training in ((False, False), (False, True), (True, True)):
+        config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward)
+        barrier = config.num_h_tiles(hidden) > 1 and config.num_programs > 1
+        kernel, constexprs = _launch_constants(config, hidden, dtype, backward, training)
         yield kernel, constexprs, config, barrier
+
+
+# The order in which search_tiles tries (num_warps, block_k): more warps share a step's work, and
+# longer chunks mean fewer dots per step.
+TILE_CANDIDATES = ((8, 128), (8, 64), (4, 128), (4, 64), (8, 32), (4, 32))
+
+
+def search_tiles(hidden=HIDDEN, dtypes=(torch.float32, torch.bfloat16), arch: int = 90, out=sys.stdout) -> dict:
+    """For each dtype, hidden size and kernel, the first of :data:`TILE_CANDIDATES` that compiles
+    without spills: the source of ``dispatch._TILES`` (run with ``--search-tiles``; slow)."""
+    found = {}
+    for dtype in dtypes:
+        for H in hidden:
+            for name, backward, training in (("fwd-inf", False, False), ("fwd", False, True), ("bwd", True, True)):
+                base = heuristic_config(Problem(H, 16, dtype, training), H200_SMS, backward)
+                choice = None
+                for num_warps, block_k in TILE_CANDIDATES:
+                    config = dataclasses.replace(base, num_warps=num_warps, block_k=block_k)
+                    kernel, constexprs = _launch_constants(config, H, dtype, backward, training)
+                    regs, spill, shared = compile_variant(kernel, dtype, constexprs, config, arch)
+                    if choice is None or spill < choice[2]:
+                        choice = (num_warps, block_k, spill)
+                    if spill == 0 and shared <= SM90_LIMITS["shared_per_block"]:
+                        break
+                found[(_TRITON_TYPE[dtype], H, name)] = choice
+                print(f"{_TRITON_TYPE[dtype]:<5} {H:>5} {name:<8} warps={choice[0]} block_k={choice[1]} spill={choice[2]}",
+                      file=out, flush=True)
+    return found
 
 
 def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, out=sys.stdout) -> list[Row]:
@@ -161,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tritongru compile-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability to compile for (default 90: H100/H200)")
     parser.add_argument("--subset", action="store_true", help="a representative subset (what the test suite runs)")
+    parser.add_argument("--search-tiles", action="store_true",
+                        help="search the spill-free (warps, block_k) of every kernel instead (slow; feeds dispatch._TILES)")
     args = parser.parse_args(argv)
     if args.arch != 90:
         parser.error(f"only --arch 90 is checked (the limits are sm_90's), got {args.arch}")
+    if args.search_tiles:
+        search_tiles(arch=args.arch)
+        return 0
     shapes = SUBSET if args.subset else {}
     rows = report(arch=args.arch, **shapes)
     failed = [row for row in rows if row.problems]

@@ -59,34 +59,66 @@ def sm_count(device: torch.device) -> int:
     return H200_SMS
 
 
-def heuristic_config(problem: Problem, sms: int) -> PersistentConfig:
+# (num_warps, block_k) of the forward and of the backward, by element size and by the smallest
+# hidden size of the sm_90 compile map at least H: the first of (8, 128), (8, 64), (4, 128),
+# (4, 64), (8, 32), (4, 32) that compiled without spills for that kernel (the search behind it is
+# `compile_report.search_tiles`; `compile_report` checks every entry in use).
+_TILES: dict[int, dict[int, tuple[tuple[int, int], tuple[int, int]]]] = {
+    2: {
+        64: ((8, 128), (8, 128)),
+        128: ((8, 128), (8, 128)),
+        256: ((8, 128), (8, 128)),
+        512: ((8, 128), (8, 128)),
+        768: ((8, 128), (8, 128)),
+        1024: ((8, 128), (8, 64)),
+        1536: ((8, 128), (8, 64)),
+        2048: ((8, 128), (8, 64)),
+    },
+    4: {
+        64: ((8, 128), (8, 128)),
+        128: ((8, 128), (8, 128)),
+        256: ((8, 128), (8, 128)),
+        512: ((8, 128), (8, 128)),
+        768: ((8, 128), (8, 128)),
+        1024: ((4, 128), (4, 128)),
+        1536: ((8, 32), (8, 32)),
+        2048: ((8, 32), (8, 32)),
+    },
+}
+
+
+def tile_shape(hidden: int, element_size: int, backward: bool) -> tuple[int, int]:
+    """``(num_warps, block_k)`` for a kernel at ``hidden``, from the compile-checked table."""
+    table = _TILES[min(element_size, 4)]
+    checked = [h for h in table if h >= hidden]
+    forward_tiles, backward_tiles = table[min(checked) if checked else max(table)]
+    return backward_tiles if backward else forward_tiles
+
+
+def heuristic_config(problem: Problem, sms: int, backward: bool = False) -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
-    The tile sizes are the ones the sm_90 compile report shows without spills: batch tiles of 16
-    rows (the sequential product gains nothing from wider tiles, and wider ones spill), reduction
-    chunks of 128, and 8 warps once a program's weight slice is large.
+    Batch tiles of 16 rows: the sequential product gains nothing from wider tiles, and wider ones
+    spill. Warps and reduction chunks come from the compile-checked table (:func:`tile_shape`).
+    W_hh goes whole into every program while it takes at most half the shared-memory budget
+    (no barrier at all); otherwise hidden slices of at least 16 units, as many as there are SMs.
     """
     H, B = problem.hidden, problem.batch
     element_size = torch.empty((), dtype=problem.dtype).element_size()
+    num_warps, block_k = tile_shape(H, element_size, backward)
     block_b = 16
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
-    block_k = min(h_pad, 128)
-    whole = PersistentConfig(block_b=block_b, block_h=h_pad, block_k=block_k, num_programs=1)
-    if whole.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES // 2:
-        return dataclasses.replace(whole, num_programs=min(b_tiles, sms), num_warps=_warps(whole, H, element_size))
+    whole = PersistentConfig(block_b, h_pad, block_k, num_programs=min(b_tiles, sms), num_warps=num_warps)
+    if 3 * h_pad * H * element_size <= WEIGHT_BUDGET_BYTES // 2:
+        return whole
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms)))
-    sliced = PersistentConfig(block_b=block_b, block_h=block_h, block_k=block_k, num_programs=1)
-    sliced = dataclasses.replace(sliced, num_warps=_warps(sliced, H, element_size))
+    sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps)
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
         return dataclasses.replace(sliced, num_programs=h_tiles * groups)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
-
-
-def _warps(config: PersistentConfig, hidden: int, element_size: int) -> int:
-    return 8 if config.weight_bytes(hidden, element_size) > 32 * 1024 else 4
 
 
 def interpreter_config(problem: Problem) -> PersistentConfig:
@@ -99,9 +131,10 @@ def interpreter_config(problem: Problem) -> PersistentConfig:
     )
 
 
-def choose_config(problem: Problem, device: torch.device) -> PersistentConfig:
-    """The configuration for ``problem``: forced, else the interpreter's, else the tuned table's for
-    this GPU, else the heuristic."""
+def choose_config(problem: Problem, device: torch.device, backward: bool = False) -> PersistentConfig:
+    """The configuration for ``problem``'s forward (or ``backward``) kernel: forced, else the
+    interpreter's, else the tuned table's for this GPU (one configuration for both passes), else
+    the heuristic."""
     if _forced:
         return _forced[-1]
     if INTERPRET:
@@ -111,4 +144,4 @@ def choose_config(problem: Problem, device: torch.device) -> PersistentConfig:
     tuned = tuning.lookup(problem, device)
     if tuned is not None:
         return tuned
-    return heuristic_config(problem, sm_count(device))
+    return heuristic_config(problem, sm_count(device), backward)

@@ -126,8 +126,10 @@ class GRU(nn.Module):
             if input.dim() not in (2, 3):
                 raise ValueError(f"GRU: Expected input to be 2D or 3D, got {input.dim()}D instead")
             batched = input.dim() == 3
+            # nn.GRU reads 2-D input as one sequence, whatever batch_first says.
+            batch_dim = 0 if self.batch_first else 1
             if not batched:
-                input = input.unsqueeze(1)
+                input = input.unsqueeze(batch_dim)
                 if hx is not None:
                     if hx.dim() != 2:
                         raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
@@ -147,7 +149,7 @@ class GRU(nn.Module):
         if self.batch_first:
             output = output.transpose(0, 1)
         if not batched:
-            output, h_n = output.squeeze(1), h_n.squeeze(1)
+            output, h_n = output.squeeze(batch_dim), h_n.squeeze(1)
         return output, h_n
 
     def _check_input(self, input: torch.Tensor, expected_dim: int) -> None:

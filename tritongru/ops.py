@@ -20,11 +20,11 @@ from .kernels import gru_backward, gru_forward
 from .kernels.launch import accumulator_dtype
 
 
-def _config(gx: Tensor, hidden: int, training: bool):
+def _config(gx: Tensor, hidden: int, training: bool, backward: bool = False):
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
-    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training), gx.device)
+    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training), gx.device, backward)
 
 
 @torch.library.custom_op("tritongru::gru_recurrence", mutates_args=(), device_types=("cuda", "cpu"))
@@ -53,7 +53,7 @@ def gru_recurrence_backward(
     dy: Tensor, dh_n: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor], reverse: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dgx, dgh, dh0)`` of one layer and direction; see :func:`tritongru.kernels.gru_backward`."""
-    config = _config(hs, w_hh.shape[1], True)
+    config = _config(hs, w_hh.shape[1], True, backward=True)
     return gru_backward(
         dy.contiguous(), dh_n.contiguous(), w_hh.contiguous(), hs, gates, lengths, reverse, config,
         _compat.fp32_dot_precision(),

@@ -17,7 +17,21 @@ import torch.nn.functional as F
 
 def gru_cell_reference(x: torch.Tensor, h: torch.Tensor, w_ih, w_hh, b_ih=None, b_hh=None) -> torch.Tensor:
     """One GRU step: ``x`` (B, I), ``h`` (B, H) -> new ``h`` (B, H)."""
-    gx = F.linear(x, w_ih, b_ih)
+    return _step(F.linear(x, w_ih, b_ih), h, w_hh, b_hh)
+
+
+def gru_recurrence_reference(gx: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor, h0: torch.Tensor):
+    """What ``torch.ops.tritongru.gru_recurrence`` computes (full lengths, forward direction):
+    ``gx`` (T, B, 3H) the input projection with ``b_hh`` of r and z folded in -> ``(y, h_n)``."""
+    b_hh = torch.cat([b_hn.new_zeros(2 * b_hn.numel()), b_hn])
+    h, ys = h0, []
+    for gx_t in gx:
+        h = _step(gx_t, h, w_hh, b_hh)
+        ys.append(h)
+    return torch.stack(ys), h
+
+
+def _step(gx: torch.Tensor, h: torch.Tensor, w_hh, b_hh) -> torch.Tensor:
     gh = F.linear(h, w_hh, b_hh)
     x_r, x_z, x_n = gx.chunk(3, dim=-1)
     h_r, h_z, h_n = gh.chunk(3, dim=-1)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 import triton
+import triton.testing
 
 from . import _compat
 from .dispatch import WEIGHT_BUDGET_BYTES, Problem, heuristic_config
@@ -304,15 +305,21 @@ def lookup(problem: Problem, device: torch.device, directions: int = 1) -> Persi
 
 
 def _autotune_on_miss(problem, device, directions, identity, key) -> PersistentConfig | None:
-    if torch.cuda.is_current_stream_capturing():
+    # Timing inside a CUDA-graph capture would record the tuner's launches into the user's graph.
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         return None
     try:
         result = tune_problem(problem, device, directions=directions)
-        save_results([result], tuning_file())
-    except (RuntimeError, ValueError, OSError) as error:
+    except (RuntimeError, ValueError) as error:
         _failed_autotune.add((identity.key, key))
         warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 could not tune {bucket_name(key)}: {error}", RuntimeWarning, stacklevel=4)
         return None
+    try:
+        save_results([result], tuning_file())
+    except (ValueError, OSError) as error:
+        warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 tuned {bucket_name(key)} but could not save it: {error}", RuntimeWarning, stacklevel=4)
+    # Kept for this process whether or not the file could be written.
+    tables().setdefault(identity.key, {})[key] = result.config
     return result.config
 
 
@@ -565,8 +572,9 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
     return path
 
 
-# The shape set ``tritongru tune`` covers by default: the issue's target shapes.
-DEFAULT_HIDDENS = (64, 128, 256, 512, 1024)
+# The shape set ``tritongru tune`` covers by default: the issue's target shapes, the core ones
+# (hidden 256-1024, batch 1-64) first, so that a run cut short by its time budget covers them.
+DEFAULT_HIDDENS = (256, 512, 1024, 64, 128)
 DEFAULT_BATCHES = (1, 16, 64, 256)
 
 
@@ -576,8 +584,9 @@ def problem_set(
     dtypes: Iterable[torch.dtype] = (torch.bfloat16,),
     training: Iterable[bool] = (False, True),
 ) -> list[Problem]:
-    """Every combination of the given values, as problems to tune."""
-    return [Problem(h, b, d, t) for t in training for d in dtypes for h in hiddens for b in batches]
+    """Every combination of the given values, as problems to tune, in the order given (hidden
+    outermost, then batch, then inference before training)."""
+    return [Problem(h, b, d, t) for d in dtypes for h in hiddens for b in batches for t in training]
 
 
 def tune(

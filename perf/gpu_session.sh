@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One prepared GPU session, about 8 minutes of wall time on an H200 image (torch 2.11, Triton 3.6,
+# pandas, matplotlib, tqdm, pytest; no network, no pip installs). In order, each phase under its own
+# time limit, a failing phase never stopping the next:
+#   info; the GPU tests (pytest -m gpu); the rest of the suite on CUDA; validate; the tuner over the
+#   default shape set (core target shapes first, stopped by a time budget); the default perf sweep
+#   (target shapes first, stopped by a time budget, using the tuned table just written).
+# Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, tuning.json, the PNG
+# plots, and artifacts.tar (the whole results folder and the pytest XML reports).
+#
+# Run from anywhere:   OUT=/some/dir TRITONGRU_SOURCE_REVISION=<commit> bash perf/gpu_session.sh
+# TRITONGRU_SOURCE_REVISION names the commit in the result rows where the tree has no .git.
+set -uo pipefail  # no -e: every phase runs whatever the previous one did
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/tritongru-gpu-session}
+PY=${PYTHON:-python3}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+
+# pyproject maps tritongru.kernels to the top-level kernels/ folder; without installing, a folder
+# of links gives Python that layout, with the repository's files themselves.
+mkdir -p "$WORK/site/tritongru"
+for entry in "$REPO"/tritongru/*; do ln -s "$entry" "$WORK/site/tritongru/"; done
+ln -s "$REPO/kernels" "$WORK/site/tritongru/kernels"
+export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export TRITONGRU_TUNING_FILE="$WORK/tuning.json"
+unset TRITON_INTERPRET TRITONGRU_AUTOTUNE
+cd "$REPO" || exit 2
+
+phase() {
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit} s): $*"
+    local start=$SECONDS
+    timeout -k 10 "$limit" "$@"
+    echo "=== $name: exit $? after $((SECONDS - start)) s"
+}
+
+phase info 30 "$PY" -m tritongru info
+phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu --junitxml="$WORK/pytest-gpu.xml" tests
+# The compile report compiles for sm_90 without a GPU: CI runs it, it needs no time here.
+phase suite-on-cuda 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" --ignore=tests/test_compile_report.py \
+    --junitxml="$WORK/pytest-suite.xml" tests
+phase validate 60 "$PY" -m tritongru validate
+phase tune 110 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 80
+phase bench 140 "$PY" -m tritongru bench --sweep default --time-budget 100 --out "$REPO/perf/results"
+
+# Collect: this GPU's results folder, the tuned table, the test reports.
+slug=$("$PY" -c "import torch; from tritongru.environment import slug; print(slug(torch.cuda.get_device_name()))")
+results="$REPO/perf/results/$slug"
+mkdir -p "$WORK/artifacts"
+cp "$WORK"/pytest-*.xml "$WORK/artifacts/" 2>/dev/null
+if [ -d "$results" ]; then
+    cp -r "$results" "$WORK/artifacts/"
+    cp "$results/results.csv" "$results/SUMMARY.md" "$results"/*.png "$OUT/" 2>/dev/null
+fi
+[ -e "$TRITONGRU_TUNING_FILE" ] && cp "$TRITONGRU_TUNING_FILE" "$OUT/tuning.json"
+tar -cf "$OUT/artifacts.tar" -C "$WORK" artifacts
+echo "=== files in $OUT:"
+ls -l "$OUT"

@@ -1,0 +1,118 @@
+"""The ``tritongru`` command line: help, exit codes, and each command on a machine without a GPU."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from tritongru import __main__ as cli
+from tritongru import tuning
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("info", "bench", "tune", "validate", "compile-report"):
+        assert command in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "usage: tritongru" in capsys.readouterr().err
+
+
+def test_bad_argument_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--hidden", "0"])
+    assert exit_info.value.code == 2
+    assert "expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_info(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv(tuning.FILE_ENV, str(tmp_path / "tuning.json"))
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    import triton
+
+    assert f"triton {triton.__version__}" in out and f"torch {torch.__version__}" in out
+    assert f"user table {tmp_path / 'tuning.json'}: does not exist" in out
+    if not torch.cuda.is_available():
+        assert "GPU: none" in out
+        assert "tuned table that applies: none (heuristic configurations)" in out
+
+
+@no_gpu
+def test_tune_without_gpu_exits_2(capsys):
+    assert cli.main(["tune", "--hidden", "256", "--batch", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tritongru tune: error:") and ("GPU" in err or "TRITON_INTERPRET" in err)
+
+
+@no_gpu
+def test_validate_on_the_interpreter(capsys):
+    assert cli.main(["validate"]) == 0
+    out = capsys.readouterr().out
+    assert "Triton interpreter on the CPU" in out
+    assert "all cases within tolerance" in out and "FAIL" not in out
+
+
+@no_gpu
+def test_validate_rejects_a_dtype_without_cases(capsys):
+    assert cli.main(["validate", "--dtype", "bfloat16"]) == 2
+    assert "no validation case on cpu has dtype ['bfloat16']" in capsys.readouterr().err
+
+
+def test_compile_report_gets_its_arguments_unparsed(monkeypatch):
+    seen = []
+    fake = types.ModuleType("tritongru.compile_report")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "tritongru.compile_report", fake)
+    assert cli.main(["compile-report", "--arch", "90"]) == 3
+    assert seen == [["--arch", "90"]]
+
+
+def test_compile_report_missing_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tritongru.compile_report", None)
+    assert cli.main(["compile-report", "--arch", "90"]) == 2
+    assert "tritongru.compile_report is not part of this checkout" in capsys.readouterr().err
+
+
+def test_bench_lists_sweeps(capsys):
+    assert cli.main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    for sweep in ("default", "quick", "kernelbench", "interpreter"):
+        assert sweep in out
+
+
+@no_gpu
+def test_bench_refuses_gpu_sweeps_on_the_cpu(capsys):
+    assert cli.main(["bench", "--sweep", "default"]) == 2
+    assert "use --sweep interpreter" in capsys.readouterr().err
+
+
+def test_bench_unknown_names_are_usage_errors(capsys, tmp_path):
+    assert cli.main(["bench", "--sweep", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown sweep 'nope'" in capsys.readouterr().err
+    assert cli.main(["bench", "--sweep", "interpreter", "--provider", "magic", "--out", str(tmp_path)]) == 2
+    assert "unknown provider(s) ['magic']" in capsys.readouterr().err
+    assert cli.main(["bench", "--sweep", "interpreter", "--hidden", "4096", "--out", str(tmp_path)]) == 2
+    assert "no case of sweep 'interpreter' matches hidden in [4096]" in capsys.readouterr().err
+
+
+@no_gpu
+def test_bench_without_gpu_reruns_itself_under_the_interpreter(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli._compat, "INTERPRET", False)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: calls.append((command, env)) or 0)
+    argv = ["bench", "--sweep", "interpreter", "--limit", "1"]
+    assert cli.main(argv) == 0
+    (command, env), = calls
+    assert command == [sys.executable, "-m", "tritongru", *argv]
+    assert env["TRITON_INTERPRET"] == "1"

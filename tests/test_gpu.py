@@ -1,0 +1,113 @@
+"""GPU-only checks (skipped, and reported as skipped, without CUDA): half precision, the barrier
+path with many programs, long sequences, concurrent streams, co-residency refusal and a forced
+barrier stall that must end in an error, not a hang."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import tritongru
+from tritongru.dispatch import H200_SMS, Problem, force_config, heuristic_config
+from tritongru.kernels import PersistentConfig, gru_forward, gru_fwd_persistent_kernel
+from tritongru.kernels.launch import accumulator_dtype, launch_persistent, new_sync_word
+from tritongru.reference import gru_recurrence_reference, gru_reference
+
+pytestmark = pytest.mark.gpu
+
+CUDA = torch.device("cuda")
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def _against_reference(H, B, T, dtype, bidirectional=False, layers=1, lengths=None):
+    torch.manual_seed(0)
+    model = tritongru.GRU(32, H, layers, bidirectional=bidirectional, backend="triton", device=CUDA, dtype=dtype)
+    x = torch.randn(T, B, 32, device=CUDA, dtype=dtype, requires_grad=True)
+    y, h_n = model(x)
+    params64 = [p.detach().double().requires_grad_() for p in model._flat_weights]
+    x64 = x.detach().double().requires_grad_()
+    y_ref, h_ref = gru_reference(x64, None, params64, num_layers=layers, bidirectional=bidirectional, lengths=lengths)
+    g = torch.randn_like(y_ref)
+    grads = torch.autograd.grad((y * g.to(dtype)).sum(), [x, *model._flat_weights])
+    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x64, *params64])
+    return _relative_error(y, y_ref), _relative_error(h_n, h_ref), [
+        _relative_error(a, b) for a, b in zip(grads, grads_ref)
+    ]
+
+
+# Relative to the largest magnitude: bf16 keeps 8 bits of mantissa, and the state crosses the dot
+# in the input dtype every step; fp32 runs its products as TF32x3 (fp32-level accuracy).
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("H, B", [(64, 16), (256, 3), (1024, 16), (2048, 4), (1000, 70)],
+                         ids=["H64", "H256", "H1024", "H2048", "H1000-B70"])
+def test_half_and_full_precision_against_reference(H, B, dtype):
+    out, h, grads = _against_reference(H, B, 64, dtype, bidirectional=True)
+    tol = TOLERANCE[dtype]
+    assert out < tol and h < tol, (out, h)
+    assert max(grads) < 4 * tol, grads
+
+
+def test_long_sequence_barrier_path():
+    out, h, grads = _against_reference(1024, 8, 4096, torch.bfloat16)
+    assert out < 5e-2 and h < 5e-2 and max(grads) < 2e-1, (out, h, grads)
+
+
+def test_sliced_config_is_resident_with_a_barrier():
+    config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS)
+    assert config.resident and config.num_h_tiles(1024) > 1 and config.num_programs > 1
+
+
+def test_concurrent_streams_agree_with_serial():
+    torch.manual_seed(1)
+    model = tritongru.GRU(16, 512, backend="triton", device=CUDA, dtype=torch.bfloat16)
+    xs = [torch.randn(128, 4, 16, device=CUDA, dtype=torch.bfloat16) for _ in range(4)]
+    with torch.no_grad():
+        serial = [model(x)[0] for x in xs]
+        streams = [torch.cuda.Stream() for _ in xs]
+        outs = [None] * len(xs)
+        for i, (x, stream) in enumerate(zip(xs, streams)):
+            with torch.cuda.stream(stream):
+                outs[i] = model(x)[0]
+        torch.cuda.synchronize()
+    for a, b in zip(outs, serial):
+        assert torch.equal(a, b)
+
+
+def test_grid_that_cannot_be_co_resident_is_refused():
+    config = dataclasses.replace(heuristic_config(Problem(1024, 16, torch.bfloat16, False), H200_SMS))
+    too_many = dataclasses.replace(config, num_programs=config.num_h_tiles(1024) * 1000)
+    x = torch.randn(4, 16, 3 * 1024, device=CUDA, dtype=torch.bfloat16)
+    w = torch.randn(3 * 1024, 1024, device=CUDA, dtype=torch.bfloat16)
+    with force_config(too_many), pytest.raises(RuntimeError, match="cannot be co-resident"):
+        gru_forward(x, w, w[0, :1024], w[:16, :1024], None, False, False, too_many, "tf32")
+
+
+def test_stalled_barrier_raises_and_the_next_call_works(monkeypatch):
+    """A barrier that expects one program more than the grid has can never complete: the bounded
+    wait must turn that into a RuntimeError, and the next call must work normally."""
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "50")
+    T, B, H = 3, 16, 256
+    config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4)
+    gx = torch.randn(T, B, 3 * H, device=CUDA)
+    w = torch.randn(3 * H, H, device=CUDA) / H**0.5
+    b_hn, h0 = torch.randn(H, device=CUDA), torch.randn(B, H, device=CUDA)
+    hbuf = torch.zeros(2, B, H, device=CUDA)
+    state = h0.clone()
+    y = torch.empty(T, B, H, device=CUDA)
+    args = (gx, w, b_hn, state, hbuf, state, y, gx, new_sync_word(CUDA), T, B, H, 2, 1, config.num_programs + 1)
+    constexprs = dict(REVERSE=False, USE_LENGTHS=False, SAVE_GATES=False, RESIDENT=True, BARRIER=True,
+                      BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, NUM_K=4, PRECISION="tf32",
+                      ACC=accumulator_dtype(torch.float32), TIMEOUT_NS=50_000_000)
+    with pytest.raises(RuntimeError, match="grid barrier waited longer than 50 ms"):
+        launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, barrier=True)
+    y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
+    y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
+    assert _relative_error(y_next, y_ref) < 1e-4 and _relative_error(h_next, h_ref) < 1e-4

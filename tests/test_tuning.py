@@ -1,0 +1,321 @@
+"""The per-GPU tuner without a GPU: search space pruning, keys, the JSON tables (atomic writes,
+damaged and foreign files), lookup precedence, the dispatch hook, and the refusal to tune."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tritongru import dispatch, tuning
+from tritongru.dispatch import Problem
+from tritongru.kernels.launch import PersistentConfig
+
+H200 = tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.6.0")
+CUDA = torch.device("cuda", 0)
+SMS = 132
+TUNED = PersistentConfig(block_b=32, block_h=32, block_k=64, num_programs=16, num_warps=8, num_stages=1, resident=True)
+OTHER = PersistentConfig(block_b=16, block_h=64, block_k=64, num_programs=8, num_warps=4, num_stages=2, resident=True)
+
+
+@pytest.fixture
+def tables(tmp_path, monkeypatch):
+    """A private user file and shipped folder, and a fake H200 as the device's identity."""
+    user = tmp_path / "cache" / "tuning.json"
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setenv(tuning.FILE_ENV, str(user))
+    monkeypatch.delenv(tuning.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(tuning, "shipped_tables", lambda: sorted(shipped.glob("*.json")))
+    monkeypatch.setattr(tuning, "device_identity", lambda device: H200)
+    tuning.clear_cache()
+    yield SimpleNamespace(user=user, shipped=shipped)
+    tuning.clear_cache()
+
+
+@pytest.fixture
+def on_gpu_path(monkeypatch):
+    """choose_config as it runs on a GPU: past the interpreter branch, with the H200's SM count."""
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    monkeypatch.setattr(dispatch, "sm_count", lambda device: SMS)
+
+
+def result(problem: Problem, config: PersistentConfig, identity=H200) -> tuning.TuningResult:
+    return tuning.TuningResult(problem, 1, identity, config, 1.0, 2.0, 128, 3, [])
+
+
+# -- pruning ---------------------------------------------------------------------------------------
+
+
+def test_prune_keeps_only_valid_fitting_coresident_configs():
+    problem = Problem(1024, 64, torch.float32, False)
+    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    assert kept and pruned
+    for config in kept:
+        config.validate(problem.hidden, problem.batch)
+        if config.resident:
+            assert config.weight_bytes(problem.hidden, 4) <= dispatch.WEIGHT_BUDGET_BYTES
+        if tuning.uses_barrier(config, problem.hidden):
+            assert config.num_programs <= tuning.static_capacity(config, problem, SMS)
+    reasons = " ".join(reason for _, reason in pruned)
+    assert "exceeds the shared-memory budget" in reasons  # e.g. all of W_hh (12 MiB fp32) in one program
+
+
+def test_prune_reasons_name_the_values():
+    problem = Problem(256, 16, torch.bfloat16, False)
+    invalid = PersistentConfig(block_b=24, block_h=64, block_k=64, num_programs=4)
+    too_big = PersistentConfig(block_b=16, block_h=1024, block_k=64, num_programs=1)
+    problem_big = Problem(1024, 16, torch.float32, False)
+    crowded = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=SMS * 40, resident=False)
+    _, pruned = tuning.prune(problem, [invalid, crowded], SMS)
+    _, pruned_big = tuning.prune(problem_big, [too_big], SMS)
+    reasons = dict(pruned + pruned_big)
+    assert "block_b must be a power of two >= 16" in reasons[invalid] and "got 24" in reasons[invalid]
+    assert "12582912 bytes" in reasons[too_big]
+    assert f"{SMS * 40} programs cannot be co-resident" in reasons[crowded]
+
+
+def test_prune_uses_the_given_capacity_for_barrier_grids_only():
+    problem = Problem(128, 16, torch.bfloat16, False)
+    sliced = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=8)  # 8 slices: a barrier grid
+    whole = PersistentConfig(block_b=16, block_h=128, block_k=64, num_programs=1)  # one program: no barrier
+    kept, pruned = tuning.prune(problem, [sliced, whole], SMS, capacity=lambda config: 4)
+    assert kept == [whole]
+    assert pruned == [(sliced, "barrier grid of 8 programs cannot be co-resident (at most 4)")]
+
+
+def test_heuristic_config_is_timed_first():
+    problem = Problem(1024, 16, torch.bfloat16, True)
+    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    baseline = dispatch.heuristic_config(problem, SMS)
+    assert tuning.rank(problem, [*kept, baseline], SMS)[0] == baseline
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch, bucket", [(1, 1), (10, 16), (16, 16), (17, 32), (256, 256)])
+def test_batch_bucket_is_next_power_of_two(batch, bucket):
+    assert tuning.batch_bucket(batch) == bucket
+
+
+def test_bucket_key_and_name_round_trip():
+    key = tuning.bucket_key(Problem(256, 10, torch.bfloat16, True), directions=2)
+    assert key == (256, 16, "bfloat16", 2, True)
+    assert tuning.bucket_name(key) == "h256_b16_bfloat16_d2_train"
+    assert tuning.parse_bucket_name("h256_b16_bfloat16_d2_train") == key
+    with pytest.raises(ValueError, match="must look like"):
+        tuning.parse_bucket_name("h256-b16")
+    with pytest.raises(ValueError, match="unknown dtype 'float7'"):
+        tuning.parse_bucket_name("h256_b16_float7_d1_infer")
+
+
+def test_gpu_key_holds_name_sms_capability_and_triton():
+    assert H200.key == "NVIDIA H200|sm_90|132SMs|triton-3.6.0"
+    assert tuning.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0").key != H200.key
+    assert tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.9.0").key != H200.key
+
+
+def test_tuning_file_location(monkeypatch, tmp_path):
+    for name in (tuning.FILE_ENV, tuning.CACHE_DIR_ENV, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    assert tuning.tuning_file() == Path.home() / ".cache" / "tritongru" / "tuning.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tuning.tuning_file() == tmp_path / "xdg" / "tritongru" / "tuning.json"
+    monkeypatch.setenv(tuning.CACHE_DIR_ENV, str(tmp_path / "dir"))
+    assert tuning.tuning_file() == tmp_path / "dir" / "tuning.json"
+    monkeypatch.setenv(tuning.FILE_ENV, str(tmp_path / "exact.json"))
+    assert tuning.tuning_file() == tmp_path / "exact.json"
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def test_saved_config_is_found_for_its_bucket_only(tables):
+    tuning.save_results([result(Problem(256, 10, torch.bfloat16, False), TUNED)])
+    assert tuning.lookup(Problem(256, 12, torch.bfloat16, False), CUDA) == TUNED  # same bucket: 16
+    assert tuning.lookup(Problem(256, 17, torch.bfloat16, False), CUDA) is None
+    assert tuning.lookup(Problem(256, 12, torch.bfloat16, True), CUDA) is None
+    assert tuning.lookup(Problem(256, 12, torch.float16, False), CUDA) is None
+    assert tuning.lookup(Problem(256, 12, torch.bfloat16, False), torch.device("cpu")) is None
+    document = json.loads(tables.user.read_text())
+    assert document["format"] == tuning.FORMAT and document["version"] == tuning.FORMAT_VERSION
+    entry = document["devices"][H200.key]["entries"]["h256_b16_bfloat16_d1_infer"]
+    assert entry["config"] == {
+        "block_b": 32, "block_h": 32, "block_k": 64, "num_programs": 16, "num_warps": 8, "num_stages": 1, "resident": True
+    }
+    assert document["devices"][H200.key]["gpu"]["sms"] == 132
+
+
+def test_results_of_another_gpu_do_not_apply(tables, monkeypatch):
+    h100 = tuning.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0")
+    tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED, identity=h100)])
+    assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+
+
+def test_user_table_overrides_shipped_table(tables):
+    problem = Problem(512, 64, torch.bfloat16, True)
+    tuning.save_results([result(problem, OTHER)], tables.shipped / "nvidia-h200.json")
+    assert tuning.lookup(problem, CUDA) == OTHER
+    tuning.save_results([result(problem, TUNED)])
+    assert tuning.lookup(problem, CUDA) == TUNED
+
+
+def test_failed_write_leaves_the_old_file_whole(tables, monkeypatch):
+    tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
+    before = tables.user.read_bytes()
+
+    def broken_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tuning.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        tuning.save_results([result(Problem(512, 16, torch.bfloat16, False), OTHER)])
+    assert tables.user.read_bytes() == before
+    assert [path.name for path in tables.user.parent.iterdir()] == ["tuning.json"]  # no temporary left behind
+
+
+def test_damaged_file_is_ignored_with_a_warning(tables, on_gpu_path):
+    tables.user.parent.mkdir(parents=True)
+    tables.user.write_bytes(b'{"format": "tritongru-tuning", "devic\x00\xff')
+    problem = Problem(256, 16, torch.bfloat16, False)
+    with pytest.warns(RuntimeWarning, match=f"ignoring tuning table {tables.user}"):
+        assert tuning.lookup(problem, CUDA) is None
+    assert dispatch.choose_config(problem, CUDA) == dispatch.heuristic_config(problem, SMS)
+
+
+def test_foreign_json_is_ignored_and_never_overwritten(tables):
+    tables.user.parent.mkdir(parents=True)
+    tables.user.write_text('{"some": "other tool"}')
+    with pytest.warns(RuntimeWarning, match="not a tritongru tuning table"):
+        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+    with pytest.raises(tuning.ForeignFileError, match="refusing to overwrite"):
+        tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
+    assert tables.user.read_text() == '{"some": "other tool"}'
+
+
+def test_other_format_version_is_ignored(tables):
+    tables.user.parent.mkdir(parents=True)
+    tables.user.write_text(json.dumps({"format": tuning.FORMAT, "version": 99, "devices": {}}))
+    with pytest.warns(RuntimeWarning, match="format version 99"):
+        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+
+
+def test_bad_entries_are_skipped_and_good_ones_kept(tables):
+    good = {"block_b": 16, "block_h": 32, "block_k": 32, "num_programs": 8, "num_warps": 4, "num_stages": 1, "resident": True}
+    entries = {
+        "h256_b16_bfloat16_d1_infer": {"config": good},
+        "h256-b32": {"config": good},
+        "h256_b32_bfloat16_d1_infer": {"config": {**good, "block_b": "16"}},
+        "h256_b64_bfloat16_d1_infer": {"config": {**good, "num_warps": True}},
+        "h256_b128_bfloat16_d1_infer": {"config": {**good, "block_b": 24}},
+        "h256_b256_bfloat16_d1_infer": {"config": {**good, "extra": 1}},
+    }
+    tables.user.parent.mkdir(parents=True)
+    tables.user.write_text(json.dumps({"format": tuning.FORMAT, "version": tuning.FORMAT_VERSION,
+                                       "devices": {H200.key: {"entries": entries}}}))
+    with pytest.warns(RuntimeWarning) as caught:
+        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) == PersistentConfig(**good)
+    messages = " ".join(str(warning.message) for warning in caught)
+    for expected in ("must look like", "block_b must be int, got '16'", "num_warps must be int, got True",
+                     "got 24", "config fields must be"):
+        assert expected in messages
+    for batch in (32, 64, 128, 256):
+        assert tuning.lookup(Problem(256, batch, torch.bfloat16, False), CUDA) is None
+
+
+def test_lookup_is_loaded_once_and_fast(tables, monkeypatch):
+    problem = Problem(256, 16, torch.bfloat16, False)
+    tuning.save_results([result(problem, TUNED)])
+    assert tuning.lookup(problem, CUDA) == TUNED
+
+    def no_reads(path):
+        raise AssertionError("a lookup read the file again")
+
+    monkeypatch.setattr(tuning, "read_document", no_reads)
+    start = time.perf_counter()
+    for _ in range(2000):
+        assert tuning.lookup(problem, CUDA) == TUNED
+    assert (time.perf_counter() - start) / 2000 < 100e-6
+
+
+# -- the dispatch hook -------------------------------------------------------------------------------
+
+
+def test_choose_config_prefers_forced_then_tuned_then_heuristic(tables, on_gpu_path):
+    tuned_problem = Problem(256, 16, torch.bfloat16, False)
+    untuned = Problem(512, 16, torch.bfloat16, False)
+    tuning.save_results([result(tuned_problem, TUNED)])
+    assert dispatch.choose_config(tuned_problem, CUDA) == TUNED
+    assert dispatch.choose_config(untuned, CUDA) == dispatch.heuristic_config(untuned, SMS)
+    with dispatch.force_config(OTHER):
+        assert dispatch.choose_config(tuned_problem, CUDA) == OTHER
+
+
+def test_interpreter_ignores_tables(tables, monkeypatch):
+    monkeypatch.setattr(dispatch, "INTERPRET", True)
+    problem = Problem(256, 16, torch.float32, False)
+    tuning.save_results([result(problem, TUNED)])
+    assert dispatch.choose_config(problem, torch.device("cpu")) == dispatch.interpreter_config(problem)
+
+
+# -- the timing loop, on the interpreter with a stand-in timer ---------------------------------------
+
+
+def test_tune_problem_times_ranked_candidates_and_drops_wrong_ones(tables, monkeypatch):
+    """The GPU steps stand in: the interpreter runs the kernels, a fake do_bench hands out times."""
+    problem = Problem(16, 2, torch.float32, True)
+    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    baseline = dispatch.heuristic_config(problem, SMS)
+    order = tuning.rank(problem, [baseline, *kept], SMS)
+    wrong, fast = order[1], order[2]
+    times = {order[0]: 5.0, fast: 3.0, order[3]: 4.0}
+    timed = []
+
+    def runner(problem_, inputs, config):
+        run = real_runner(problem_, inputs, config)
+        if config == wrong:
+            return lambda: tuple(tensor + 1 for tensor in run())
+        return lambda: (timed.append(config), run())[1]
+
+    real_runner = tuning._runner
+    monkeypatch.setattr(tuning, "_runner", runner)
+    monkeypatch.setattr(tuning, "require_gpu", lambda device=None: torch.device("cpu"))
+    monkeypatch.setattr(tuning, "device_limits", lambda index: (SMS, tuning.SM90_LIMITS))
+    monkeypatch.setattr(tuning.triton.testing, "do_bench", lambda fn, return_mode: times[timed[-1]])
+    found = tuning.tune_problem(problem, seq_len=2, max_configs=4)
+    assert found.config == fast and found.median_ms == 3.0 and found.heuristic_ms == 5.0
+    assert found.timed == 3
+    assert any(config == wrong and "differs from the heuristic's" in reason for config, reason in found.pruned)
+    tuning.save_results([found])
+    assert tuning.lookup(problem, CUDA) == fast
+
+
+# -- no GPU ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_tuning_refuses_without_gpu(monkeypatch):
+    monkeypatch.setattr(tuning._compat, "INTERPRET", True)
+    with pytest.raises(tuning.TuningUnavailableError, match="TRITON_INTERPRET=1 is set"):
+        tuning.tune_problem(Problem(256, 16, torch.bfloat16, False))
+    monkeypatch.setattr(tuning._compat, "INTERPRET", False)
+    with pytest.raises(tuning.TuningUnavailableError, match="this machine has none"):
+        tuning.tune([Problem(256, 16, torch.bfloat16, False)])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_autotune_on_a_miss_without_gpu_warns_once(tables, monkeypatch):
+    monkeypatch.setenv(tuning.AUTOTUNE_ENV, "1")
+    problem = Problem(256, 16, torch.bfloat16, False)
+    with pytest.warns(RuntimeWarning, match="TRITONGRU_AUTOTUNE=1 could not tune h256_b16_bfloat16_d1_infer"):
+        assert tuning.lookup(problem, CUDA) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tuning.lookup(problem, CUDA) is None
+    assert not tables.user.exists()
