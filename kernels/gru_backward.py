@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
+from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, check_step_size, empty_output, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time
 
 
@@ -108,13 +108,16 @@ def gru_bwd_persistent_kernel(
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
             acc = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            for c in tl.static_range(NUM_K):
-                b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
-                if RESIDENT:
-                    w_c = w[c]
-                else:
+            if RESIDENT:
+                for c in tl.static_range(NUM_K):
+                    b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
+                    acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
+            else:
+                # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
+                for c in range(NUM_K):
+                    b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
                     w_c = load_weight_chunk(p_w, offs_j, c, H, 1, 3 * H, H, BLOCK_K)
-                acc = tl.dot(b_dgh, w_c, acc, input_precision=PRECISION, out_dtype=ACC)
+                    acc = tl.dot(b_dgh, w_c, acc, input_precision=PRECISION, out_dtype=ACC)
             p_ds = p_dstate + offs_b[:, None] * H + offs_j[None, :]
             tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + acc, mask=mask)
         # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
@@ -129,6 +132,7 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     """
     T, B, H = dy.shape
     config.validate(H, B)
+    check_step_size(B, H)
     dtype, device = hs.dtype, hs.device
     dgx = empty_output((T, B, 3 * H), dtype, device)
     dgh = empty_output((T, B, 3 * H), dtype, device)

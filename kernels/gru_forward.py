@@ -20,8 +20,17 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, empty_output, launch_persistent, new_sync_word
+from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, check_step_size, empty_output, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
+
+
+@triton.jit
+def gate_dots(b_h, w_r, w_z, w_n, acc_r, acc_z, acc_n, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """One reduction chunk of ``h W_r^T``, ``h W_z^T`` and ``h W_n^T``, added to the accumulators."""
+    acc_r = tl.dot(b_h, w_r, acc_r, input_precision=PRECISION, out_dtype=ACC)
+    acc_z = tl.dot(b_h, w_z, acc_z, input_precision=PRECISION, out_dtype=ACC)
+    acc_n = tl.dot(b_h, w_n, acc_n, input_precision=PRECISION, out_dtype=ACC)
+    return acc_r, acc_z, acc_n
 
 
 @triton.jit
@@ -63,7 +72,9 @@ def gru_fwd_persistent_kernel(
         w_r = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_z = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_n = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-    stride_t = B * 3 * H
+    # Offsets across time can pass 2**31 elements (long T x B x 3H): they are 64-bit. Offsets inside
+    # one step stay 32-bit (the launcher checks B x 3H < 2**31).
+    stride_t = tl.cast(B, tl.int64) * 3 * H
     for step in range(T):
         p_h_in = p_hbuf + tl.cast(step % HBUF_SLOTS, tl.int64) * B * H
         p_h_out = p_hbuf + tl.cast((step + 1) % HBUF_SLOTS, tl.int64) * B * H
@@ -78,17 +89,23 @@ def gru_fwd_persistent_kernel(
             acc_r = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             acc_z = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             acc_n = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            for c in tl.static_range(NUM_K):
-                b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
-                if RESIDENT:
-                    w_r_c, w_z_c, w_n_c = w_r[c], w_z[c], w_n[c]
-                else:
-                    w_r_c = load_weight_chunk(p_w, offs_j, c, 1, H, H, H, BLOCK_K)
-                    w_z_c = load_weight_chunk(p_w + H * H, offs_j, c, 1, H, H, H, BLOCK_K)
-                    w_n_c = load_weight_chunk(p_w + 2 * H * H, offs_j, c, 1, H, H, H, BLOCK_K)
-                acc_r = tl.dot(b_h, w_r_c, acc_r, input_precision=PRECISION, out_dtype=ACC)
-                acc_z = tl.dot(b_h, w_z_c, acc_z, input_precision=PRECISION, out_dtype=ACC)
-                acc_n = tl.dot(b_h, w_n_c, acc_n, input_precision=PRECISION, out_dtype=ACC)
+            if RESIDENT:
+                for c in tl.static_range(NUM_K):
+                    b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
+                    acc_r, acc_z, acc_n = gate_dots(
+                        b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC
+                    )
+            else:
+                # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
+                for c in range(NUM_K):
+                    b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
+                    acc_r, acc_z, acc_n = gate_dots(
+                        b_h,
+                        load_weight_chunk(p_w, offs_j, c, 1, H, H, H, BLOCK_K),
+                        load_weight_chunk(p_w + H * H, offs_j, c, 1, H, H, H, BLOCK_K),
+                        load_weight_chunk(p_w + 2 * H * H, offs_j, c, 1, H, H, H, BLOCK_K),
+                        acc_r, acc_z, acc_n, PRECISION, ACC,
+                    )
 
             p_gx_t = p_gx + t[:, None] * stride_t + offs_b[:, None] * (3 * H) + offs_j[None, :]
             gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)
@@ -130,6 +147,7 @@ def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: 
     T, B, H3 = gx.shape
     H = H3 // 3
     config.validate(H, B)
+    check_step_size(B, H)
     dtype, device = gx.dtype, gx.device
     slots = T + 1 if save else 2
     hbuf = empty_output((slots, B, H), dtype, device)

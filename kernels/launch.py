@@ -81,6 +81,15 @@ class PersistentConfig:
         return self.block_h * self.num_k(3 * hidden) * self.block_k * element_size
 
 
+def check_step_size(batch: int, hidden: int) -> None:
+    """The kernels index within one timestep with 32-bit offsets (time offsets are 64-bit)."""
+    if batch * 3 * hidden >= 2**31:
+        raise ValueError(
+            f"batch x 3 x hidden must stay below 2**31 elements per timestep, got {batch} x 3 x {hidden} = "
+            f"{batch * 3 * hidden}; split the batch"
+        )
+
+
 def programs_per_sm(n_regs: int, shared: int, num_warps: int, limits: dict = SM90_LIMITS) -> int:
     """How many programs of a compiled kernel fit on one SM at once."""
     threads = 32 * num_warps

@@ -111,3 +111,27 @@ def test_stalled_barrier_raises_and_the_next_call_works(monkeypatch):
     y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
     y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
     assert _relative_error(y_next, y_ref) < 1e-4 and _relative_error(h_next, h_ref) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_autocast_matches_nn_gru_and_grad_scaler_steps(dtype):
+    torch.manual_seed(2)
+    ref = torch.nn.GRU(16, 256, 2, device=CUDA)
+    ours = tritongru.GRU.from_torch(ref, backend="triton")
+    x = torch.randn(32, 8, 16, device=CUDA)
+    with torch.autocast("cuda", dtype=dtype):
+        y, h = ours(x)
+        y_ref, h_ref = ref(x)
+    assert (y.dtype, h.dtype) == (y_ref.dtype, h_ref.dtype)
+    assert _relative_error(y, y_ref.double()) < 5e-2
+    scaler = torch.amp.GradScaler("cuda")
+    optimizer = torch.optim.SGD(ours.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in ours.parameters()]
+    with torch.autocast("cuda", dtype=dtype):
+        loss = ours(x)[0].float().square().mean()
+    scaler.scale(loss).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in ours.parameters())
+    scaler.step(optimizer)
+    scaler.update()
+    assert any(not torch.equal(a, b) for a, b in zip(before, ours.parameters()))

@@ -177,7 +177,8 @@ def test_failed_write_leaves_the_old_file_whole(tables, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         tuning.save_results([result(Problem(512, 16, torch.bfloat16, False), OTHER)])
     assert tables.user.read_bytes() == before
-    assert [path.name for path in tables.user.parent.iterdir()] == ["tuning.json"]  # no temporary left behind
+    # No temporary file left behind (the lock file that serialises writers stays).
+    assert sorted(path.name for path in tables.user.parent.iterdir()) == ["tuning.json", "tuning.json.lock"]
 
 
 def test_damaged_file_is_ignored_with_a_warning(tables, on_gpu_path):
@@ -319,3 +320,28 @@ def test_autotune_on_a_miss_without_gpu_warns_once(tables, monkeypatch):
         warnings.simplefilter("error")
         assert tuning.lookup(problem, CUDA) is None
     assert not tables.user.exists()
+
+
+def _save_many(path: str, worker: int, rounds: int) -> None:
+    for i in range(rounds):
+        problem = Problem(64 * (worker + 1), 2**i, torch.float32, False)
+        tuning.save_results([result(problem, TUNED)], Path(path))
+
+
+def test_concurrent_writers_keep_the_file_whole_and_every_entry(tmp_path):
+    """Several processes saving at once: the file is always valid JSON and no entry is lost."""
+    import multiprocessing
+
+    path = tmp_path / "tuning.json"
+    workers, rounds = 4, 6
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_save_many, args=(str(path), w, rounds)) for w in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    document = json.loads(path.read_text())
+    entries = document["devices"][H200.key]["entries"]
+    assert len(entries) == workers * rounds
+    assert not list(tmp_path.glob("*.tmp"))

@@ -33,6 +33,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SUBSET = dict(hidden=(64, 256, 1024), batch=(16,), dtypes=(torch.bfloat16,))
 
 _TRITON_TYPE = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_BY_NAME = {name: dtype for dtype, name in _TRITON_TYPE.items()}
 
 
 @dataclasses.dataclass
@@ -193,15 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tritongru compile-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability to compile for (default 90: H100/H200)")
     parser.add_argument("--subset", action="store_true", help="a representative subset (what the test suite runs)")
+    parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {' '.join(map(str, HIDDEN))})")
+    parser.add_argument("--dtype", choices=sorted(_BY_NAME), nargs="+", help="dtypes (default all three)")
     parser.add_argument("--search-tiles", action="store_true",
                         help="search the spill-free (warps, block_k) of every kernel instead (slow; feeds dispatch._TILES)")
     args = parser.parse_args(argv)
     if args.arch != 90:
         parser.error(f"only --arch 90 is checked (the limits are sm_90's), got {args.arch}")
+    shapes = dict(SUBSET) if args.subset else {}
+    if args.hidden:
+        shapes["hidden"] = tuple(args.hidden)
+    if args.dtype:
+        shapes["dtypes"] = tuple(_BY_NAME[name] for name in args.dtype)
     if args.search_tiles:
-        search_tiles(arch=args.arch)
+        shapes.pop("batch", None)
+        search_tiles(arch=args.arch, **shapes)
         return 0
-    shapes = SUBSET if args.subset else {}
     rows = report(arch=args.arch, **shapes)
     failed = [row for row in rows if row.problems]
     print(f"\n{len(rows)} planned launches, {len(failed)} with problems", flush=True)

@@ -61,8 +61,8 @@ def sm_count(device: torch.device) -> int:
 
 # (num_warps, block_k) of the forward and of the backward, by element size and by the smallest
 # hidden size of the sm_90 compile map at least H: the first of (8, 128), (8, 64), (4, 128),
-# (4, 64), (8, 32), (4, 32) that compiled without spills for that kernel (the search behind it is
-# `compile_report.search_tiles`; `compile_report` checks every entry in use).
+# (4, 64), (8, 32), (4, 32) that compiled without spills for that kernel (found by
+# `python -m tritongru compile-report --search-tiles`; the plain report checks every entry in use).
 _TILES: dict[int, dict[int, tuple[tuple[int, int], tuple[int, int]]]] = {
     2: {
         64: ((8, 128), (8, 128)),
@@ -81,8 +81,8 @@ _TILES: dict[int, dict[int, tuple[tuple[int, int], tuple[int, int]]]] = {
         512: ((8, 128), (8, 128)),
         768: ((8, 128), (8, 128)),
         1024: ((4, 128), (4, 128)),
-        1536: ((8, 32), (8, 32)),
-        2048: ((8, 32), (8, 32)),
+        1536: ((8, 128), (8, 128)),
+        2048: ((8, 128), (8, 128)),
     },
 }
 

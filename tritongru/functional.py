@@ -57,6 +57,14 @@ def _check_lengths(lengths: torch.Tensor | None, input: torch.Tensor, batch_firs
         raise ValueError(f"lengths must lie in [1, {T}] (the padded length), got values in [{low}, {high}]")
 
 
+def _check_dtypes(input: torch.Tensor, hx: torch.Tensor | None, params: Sequence[torch.Tensor]) -> None:
+    for name, tensor in [("hx", hx), *((f"params[{i}]", p) for i, p in enumerate(params))]:
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise ValueError(f"{name} has dtype {tensor.dtype}, expected the input's dtype {input.dtype}")
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError(f"{name} is on {tensor.device}, expected the input's device {input.device}")
+
+
 def _needs_grad(tensors: Sequence[torch.Tensor | None]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -97,8 +105,23 @@ def gru(
             input, hx, params, num_layers=num_layers, bidirectional=bidirectional, has_biases=has_biases,
             batch_first=batch_first, lengths=lengths, dropout=dropout, training=training,
         )
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type):
+        # As nn.GRU under autocast: the whole recurrence runs in the autocast dtype, which is also
+        # the dtype of (output, h_n). The casts stay differentiable, so gradients reach fp32 weights.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return _gru_kernels(
+                input.to(dtype), None if hx is None else hx.to(dtype), [p.to(dtype) for p in params],
+                num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths,
+            )
+    _check_dtypes(input, hx, params)
+    return _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths)
+
+
+def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths):
     x = input.transpose(0, 1) if batch_first else input
-    T, B, _ = x.shape
+    B = x.shape[1]
     num_dirs = 2 if bidirectional else 1
     per_dir = 4 if has_biases else 2
     H = params[1].shape[1]

@@ -177,7 +177,7 @@ class GRU(nn.Module):
         expected = (self.num_layers * (2 if self.bidirectional else 1), x.size(1), self.hidden_size)
         if hx.size() != expected:
             raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.size())}")
-        if hx.dtype != x.dtype:
+        if hx.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             raise ValueError(f"GRU: hx dtype {hx.dtype} does not match the input dtype {x.dtype}")
         if hx.device != x.device:
             raise ValueError(f"GRU: hx is on {hx.device} but the input is on {x.device}")

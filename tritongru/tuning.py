@@ -24,6 +24,7 @@ the user's file (:func:`tuning_file`). Nothing is tuned implicitly unless ``TRIT
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -37,6 +38,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 import triton
@@ -549,10 +555,34 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
     Refuses (:class:`ForeignFileError`) to replace a file that is not a tritongru tuning table.
     """
     path = tuning_file() if path is None else Path(path)
-    try:
-        document = read_document(path)
-    except ForeignFileError as error:
-        raise ForeignFileError(f"refusing to overwrite {path}: {error}; move it away or choose another file") from error
+    with _exclusive(path):
+        try:
+            document = read_document(path)
+        except ForeignFileError as error:
+            raise ForeignFileError(f"refusing to overwrite {path}: {error}; move it away or choose another file") from error
+        _merge(document, results)
+        write_document(path, document)
+    clear_cache()
+    return path
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Serialise read-merge-write cycles of processes sharing ``path`` (a lock file beside it), so
+    that concurrent tuners neither break the file (the write is atomic anyway) nor drop each
+    other's entries. Where ``fcntl`` is missing (Windows) the last writer wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _merge(document: dict, results: Iterable[TuningResult]) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for result in results:
         device_entry = document["devices"].setdefault(result.identity.key, {})
@@ -567,9 +597,6 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
             "measured_at": stamp,
             "torch": torch.__version__,
         }
-    write_document(path, document)
-    clear_cache()
-    return path
 
 
 # The shape set ``tritongru tune`` covers by default: the issue's target shapes, the core ones

@@ -1,0 +1,52 @@
+"""64-bit offsets where they can pass 2**31 elements, checked in the compiled kernels (sm_90 TTIR):
+every address a kernel forms from a time-indexed tensor's base pointer (T x B x 3H can exceed
+2**31) adds a 64-bit offset. The offsets within one step stay 32-bit, and the launcher refuses a
+step larger than that."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tritongru.kernels.launch import check_step_size
+
+TIME_INDEXED = {"fwd": ("p_gx", "p_y", "p_gates", "p_hbuf"), "bwd": ("p_dy", "p_hs", "p_gates", "p_dgx", "p_dgh")}
+
+_SCRIPT = """
+import sys, torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from tritongru import compile_report as report
+from tritongru.dispatch import H200_SMS, Problem, heuristic_config
+backward = sys.argv[1] == "bwd"
+config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS, backward)
+kernel, constexprs = report._launch_constants(config, 1024, torch.bfloat16, backward, True)
+constexprs["REVERSE"] = True  # per-row time indices: the general case
+source = ASTSource(kernel, report._signature(kernel, torch.bfloat16, constexprs), constexprs)
+compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+print(compiled.asm["ttir"])
+"""
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "bwd"])
+def test_time_offsets_are_64_bit(kernel):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    ttir = subprocess.run([sys.executable, "-c", _SCRIPT, kernel], env=env, capture_output=True, text=True,
+                          timeout=600, check=True).stdout
+    for name in TIME_INDEXED[kernel]:
+        # The base pointer itself, or its broadcast to a tile (tt.splat), is what an offset is added to.
+        bases = {name} | set(re.findall(rf"%(\S+) = tt\.splat %{name} : !tt\.ptr", ttir))
+        uses = [offset_type for base in bases
+                for offset_type in re.findall(rf"= tt\.addptr %{base}, %\S+ : [^,]+, (\S+)", ttir)]
+        assert uses, f"{name}: no address formed from it directly; the check lost track of the IR"
+        assert all("i64" in offset_type for offset_type in uses), f"{name}: 32-bit offsets {uses}"
+
+
+def test_step_larger_than_32_bit_offsets_is_refused():
+    check_step_size(2**14, 2**14 // 3)
+    with pytest.raises(ValueError, match=r"below 2\*\*31 elements per timestep, got 65536 x 3 x 16384"):
+        check_step_size(65536, 16384)
