@@ -30,6 +30,7 @@ SM90_LIMITS = {
     "reserved_shared_per_block": 1024,
 }
 
+
 def barrier_timeout_ns() -> int:
     """How long one barrier wait may spin before the launch fails (``TRITONGRU_BARRIER_TIMEOUT_MS``)."""
     return int(float(os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")) * 1e6)
@@ -52,6 +53,16 @@ class PersistentConfig:
     num_warps: int = 4
     num_stages: int = 1
     resident: bool = True
+    max_registers: int | None = None
+
+    def compile_options(self) -> dict:
+        """Triton's compile options for this configuration. ``max_registers`` sets ``.maxnreg``:
+        with 8 warps ptxas otherwise often stops at 128 registers (room for two programs per SM,
+        which a barrier grid does not use) and spills."""
+        options = {"num_warps": self.num_warps, "num_stages": self.num_stages}
+        if self.max_registers is not None:
+            options["maxnreg"] = self.max_registers
+        return options
 
     def num_h_tiles(self, hidden: int) -> int:
         return triton.cdiv(hidden, self.block_h)
@@ -120,11 +131,10 @@ _capacity_cache: dict = {}
 
 def co_resident_capacity(kernel, args: tuple, constexprs: dict, config: PersistentConfig, device: torch.device) -> int:
     """The largest grid of this compiled variant that can be resident at once on ``device``."""
-    key = (kernel.fn.__name__, device.index, tuple(sorted(constexprs.items())), config.num_warps, config.num_stages)
+    options = config.compile_options()
+    key = (kernel.fn.__name__, device.index, tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
     if key not in _capacity_cache:
-        compiled = kernel.warmup(
-            *args, grid=(config.num_programs,), num_warps=config.num_warps, num_stages=config.num_stages, **constexprs
-        )
+        compiled = kernel.warmup(*args, grid=(config.num_programs,), **options, **constexprs)
         compiled._init_handles()
         sms, limits = device_limits(device.index)
         per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, config.num_warps, limits)
@@ -145,7 +155,7 @@ def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs:
     stall becomes a RuntimeError (the caller allocates a fresh word per launch).
     """
     grid = (config.num_programs,)
-    launch_options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    launch_options = config.compile_options()
     sync = _sync_arg(kernel, args)
     device = sync.device
     if barrier and not INTERPRET:

@@ -135,3 +135,35 @@ def test_autocast_matches_nn_gru_and_grad_scaler_steps(dtype):
     scaler.step(optimizer)
     scaler.update()
     assert any(not torch.equal(a, b) for a, b in zip(before, ours.parameters()))
+
+
+def test_no_memory_growth_over_training_steps():
+    """What the forward keeps for the backward is released with the graph: no growth over 1,000 steps."""
+    torch.manual_seed(3)
+    model = tritongru.GRU(32, 256, 2, backend="triton", device=CUDA)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(64, 8, 32, device=CUDA)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(x)[0].square().mean().backward()
+        optimizer.step()
+
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    for _ in range(1000):
+        step()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= baseline
+
+
+def test_saved_state_matches_the_documented_size():
+    """The forward keeps 5 H elements per row and step for the backward (plus h0's slot)."""
+    T, B, H = 128, 8, 512
+    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=torch.bfloat16)
+    w = torch.randn(3 * H, H, device=CUDA, dtype=torch.bfloat16)
+    b_hn, h0 = torch.randn(H, device=CUDA, dtype=torch.bfloat16), torch.randn(B, H, device=CUDA, dtype=torch.bfloat16)
+    _, _, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, True)
+    assert hs.numel() + gates.numel() == 5 * H * B * T + H * B

@@ -36,11 +36,11 @@ def _run(config, x, h0, params, lengths, bidirectional):
 def test_work_splits_match_reference(split, with_lengths):
     """H=40 gives three hidden slices of 16 in the sliced split; B=18 two batch tiles of 16."""
     torch.manual_seed(3)
-    T, B, I, H = 3, 18, 3, 40 if split == "sliced" else 20
+    T, B, inputs, H = 3, 18, 3, 40 if split == "sliced" else 20
     dtype = torch.float64
-    gru = torch.nn.GRU(I, H, bidirectional=True, dtype=dtype)
+    gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
     params = [p.detach().to(DEVICE).requires_grad_() for p in gru._flat_weights]
-    x = torch.randn(T, B, I, dtype=dtype, device=DEVICE, requires_grad=True)
+    x = torch.randn(T, B, inputs, dtype=dtype, device=DEVICE, requires_grad=True)
     h0 = torch.randn(2, B, H, dtype=dtype, device=DEVICE, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
     config = CONFIGS[split](H, B)

@@ -20,7 +20,7 @@ class Case:
     id: str
     T: int = 4
     B: int = 3
-    I: int = 5
+    inputs: int = 5
     H: int = 20  # not a power of two
     layers: int = 1
     bidirectional: bool = False
@@ -34,7 +34,7 @@ CASES = [
     Case("base"),
     Case("T1", T=1),
     Case("B1", B=1),
-    Case("I1", I=1),
+    Case("I1", inputs=1),
     Case("H7", H=7),
     Case("layers3", layers=3, H=12),
     Case("bidirectional", bidirectional=True),
@@ -48,7 +48,7 @@ CASES = [
 
 def _inputs(case: Case, dtype, device):
     dirs = 2 if case.bidirectional else 1
-    shape = (case.T, case.I) if case.unbatched else ((case.B, case.T, case.I) if case.batch_first else (case.T, case.B, case.I))
+    shape = (case.T, case.inputs) if case.unbatched else ((case.B, case.T, case.inputs) if case.batch_first else (case.T, case.B, case.inputs))
     x = torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
     h0 = None
     if case.h0:
@@ -60,7 +60,7 @@ def _inputs(case: Case, dtype, device):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_matches_nn_gru_and_reference(case: Case, dtype, device):
-    ours, ref = paired_modules(case.I, case.H, case.layers, bias=case.bias, batch_first=case.batch_first,
+    ours, ref = paired_modules(case.inputs, case.H, case.layers, bias=case.bias, batch_first=case.batch_first,
                                bidirectional=case.bidirectional, dtype=dtype, device=device)
     x, h0 = _inputs(case, dtype, device)
     y, h_n = ours(x, h0)

@@ -21,7 +21,6 @@ import tempfile
 
 import torch
 import triton
-import triton.language as tl
 
 from .dispatch import H200_SMS, Problem, heuristic_config
 from .kernels import gru_bwd_persistent_kernel, gru_fwd_persistent_kernel
@@ -93,7 +92,7 @@ def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: Persis
 
     source = ASTSource(kernel, _signature(kernel, dtype, constexprs), constexprs)
     compiled = triton.compile(
-        source, target=GPUTarget("cuda", arch, 32), options={"num_warps": config.num_warps, "num_stages": config.num_stages}
+        source, target=GPUTarget("cuda", arch, 32), options=config.compile_options()
     )
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
@@ -131,30 +130,34 @@ def variants(hidden: int, batch: int, dtype: torch.dtype):
         yield kernel, constexprs, config, barrier
 
 
-# The order in which search_tiles tries (num_warps, block_k): more warps share a step's work, and
-# longer chunks mean fewer dots per step.
-TILE_CANDIDATES = ((8, 128), (8, 64), (4, 128), (4, 64), (8, 32), (4, 32))
+# The order in which search_tiles tries (num_warps, block_k, max_registers): more warps share a
+# step's work, longer chunks mean fewer dots per step, and the default register budget before 255.
+TILE_CANDIDATES = (
+    (8, 128, None), (8, 128, 255), (8, 64, None), (8, 64, 255), (4, 128, None), (4, 64, None), (8, 32, 255), (4, 32, None)
+)
 
 
 def search_tiles(hidden=HIDDEN, dtypes=(torch.float32, torch.bfloat16), arch: int = 90, out=sys.stdout) -> dict:
-    """For each dtype, hidden size and kernel, the first of :data:`TILE_CANDIDATES` that compiles
-    without spills: the source of ``dispatch._TILES`` (run with ``--search-tiles``; slow)."""
+    """For each dtype, hidden size and kernel, the first ``(num_warps, block_k, max_registers)`` of
+    :data:`TILE_CANDIDATES` that compiles without spills: the source of ``dispatch._TILES`` (run
+    with ``--search-tiles``; slow)."""
     found = {}
     for dtype in dtypes:
         for H in hidden:
             for name, backward, training in (("fwd-inf", False, False), ("fwd", False, True), ("bwd", True, True)):
                 base = heuristic_config(Problem(H, 16, dtype, training), H200_SMS, backward)
                 choice = None
-                for num_warps, block_k in TILE_CANDIDATES:
-                    config = dataclasses.replace(base, num_warps=num_warps, block_k=block_k)
+                for num_warps, block_k, max_registers in TILE_CANDIDATES:
+                    config = dataclasses.replace(base, num_warps=num_warps, block_k=block_k, max_registers=max_registers)
                     kernel, constexprs = _launch_constants(config, H, dtype, backward, training)
                     regs, spill, shared = compile_variant(kernel, dtype, constexprs, config, arch)
-                    if choice is None or spill < choice[2]:
-                        choice = (num_warps, block_k, spill)
+                    if choice is None or spill < choice[3]:
+                        choice = (num_warps, block_k, max_registers, spill)
                     if spill == 0 and shared <= SM90_LIMITS["shared_per_block"]:
                         break
                 found[(_TRITON_TYPE[dtype], H, name)] = choice
-                print(f"{_TRITON_TYPE[dtype]:<5} {H:>5} {name:<8} warps={choice[0]} block_k={choice[1]} spill={choice[2]}",
+                print(f"{_TRITON_TYPE[dtype]:<5} {H:>5} {name:<8} warps={choice[0]} block_k={choice[1]} "
+                      f"max_registers={choice[2]} spill={choice[3]}",
                       file=out, flush=True)
     return found
 

@@ -59,40 +59,44 @@ def sm_count(device: torch.device) -> int:
     return H200_SMS
 
 
-# (num_warps, block_k) of the forward and of the backward, by element size and by the smallest
-# hidden size of the sm_90 compile map at least H: the first of (8, 128), (8, 64), (4, 128),
-# (4, 64), (8, 32), (4, 32) that compiled without spills for that kernel (found by
-# `python -m tritongru compile-report --search-tiles`; the plain report checks every entry in use).
-_TILES: dict[int, dict[int, tuple[tuple[int, int], tuple[int, int]]]] = {
+# (num_warps, block_k, max_registers) of the inference forward, the training forward and the
+# backward, by element size and by the smallest hidden size of the sm_90 compile map at least H:
+# the first candidate of `compile_report.TILE_CANDIDATES` that compiled without spills for that
+# kernel, found by `python -m tritongru compile-report --search-tiles` (the plain report checks
+# every entry in use; rerun the search after changing a kernel).
+Tiles = tuple[int, int, "int | None"]
+_TILES: dict[int, dict[int, tuple[Tiles, Tiles, Tiles]]] = {
     2: {
-        64: ((8, 128), (8, 128)),
-        128: ((8, 128), (8, 128)),
-        256: ((8, 128), (8, 128)),
-        512: ((8, 128), (8, 128)),
-        768: ((8, 128), (8, 128)),
-        1024: ((8, 128), (8, 64)),
-        1536: ((8, 128), (8, 64)),
-        2048: ((8, 128), (8, 64)),
+        64: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        128: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        256: ((8, 128, None), (8, 128, 255), (8, 128, None)),
+        512: ((8, 64, None), (8, 128, None), (8, 128, None)),
+        768: ((4, 128, None), (8, 128, None), (8, 128, None)),
+        1024: ((8, 128, None), (8, 128, None), (8, 128, 255)),
+        1536: ((8, 128, None), (8, 128, None), (8, 128, 255)),
+        2048: ((8, 128, None), (8, 128, None), (8, 128, 255)),
     },
     4: {
-        64: ((8, 128), (8, 128)),
-        128: ((8, 128), (8, 128)),
-        256: ((8, 128), (8, 128)),
-        512: ((8, 128), (8, 128)),
-        768: ((8, 128), (8, 128)),
-        1024: ((4, 128), (4, 128)),
-        1536: ((8, 128), (8, 128)),
-        2048: ((8, 128), (8, 128)),
+        64: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        128: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        256: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        512: ((8, 64, None), (8, 64, None), (8, 128, None)),
+        768: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        1024: ((8, 128, 255), (8, 128, None), (8, 128, None)),
+        1536: ((8, 128, None), (8, 128, None), (8, 128, None)),
+        2048: ((8, 128, None), (8, 128, None), (8, 128, None)),
     },
 }
 
 
-def tile_shape(hidden: int, element_size: int, backward: bool) -> tuple[int, int]:
-    """``(num_warps, block_k)`` for a kernel at ``hidden``, from the compile-checked table."""
+def tile_shape(hidden: int, element_size: int, training: bool, backward: bool) -> Tiles:
+    """``(num_warps, block_k, max_registers)`` for a kernel at ``hidden``, from the checked table."""
     table = _TILES[min(element_size, 4)]
     checked = [h for h in table if h >= hidden]
-    forward_tiles, backward_tiles = table[min(checked) if checked else max(table)]
-    return backward_tiles if backward else forward_tiles
+    inference, training_forward, backward_tiles = table[min(checked) if checked else max(table)]
+    if backward:
+        return backward_tiles
+    return training_forward if training else inference
 
 
 def heuristic_config(problem: Problem, sms: int, backward: bool = False) -> PersistentConfig:
@@ -105,15 +109,17 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False) -> Pers
     """
     H, B = problem.hidden, problem.batch
     element_size = torch.empty((), dtype=problem.dtype).element_size()
-    num_warps, block_k = tile_shape(H, element_size, backward)
+    num_warps, block_k, max_registers = tile_shape(H, element_size, problem.training, backward)
     block_b = 16
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
-    whole = PersistentConfig(block_b, h_pad, block_k, num_programs=min(b_tiles, sms), num_warps=num_warps)
+    whole = PersistentConfig(
+        block_b, h_pad, block_k, num_programs=min(b_tiles, sms), num_warps=num_warps, max_registers=max_registers
+    )
     if 3 * h_pad * H * element_size <= WEIGHT_BUDGET_BYTES // 2:
         return whole
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms)))
-    sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps)
+    sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps, max_registers=max_registers)
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
