@@ -62,6 +62,7 @@ def gru_fwd_persistent_kernel(
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
     TIMEOUT_NS: tl.constexpr,
+    ABLATE: tl.constexpr = "",
 ):
     pid = tl.program_id(0)
     num_h_tiles = tl.cdiv(H, BLOCK_H)
@@ -89,7 +90,9 @@ def gru_fwd_persistent_kernel(
             acc_r = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             acc_z = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             acc_n = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            if RESIDENT:
+            if ABLATE == "matmul":
+                pass
+            elif RESIDENT:
                 for c in tl.static_range(NUM_K):
                     b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
                     acc_r, acc_z, acc_n = gate_dots(
@@ -134,11 +137,16 @@ def gru_fwd_persistent_kernel(
                 tl.store(p_g + 3 * H, gh_n.to(dtype), mask=mask)
         # Ends the step: every slice of h_t is published before anyone reads it. With one program
         # per batch tile it only orders this program's own stores before its next loads.
-        grid_barrier(p_sync, num_programs, BARRIER, TIMEOUT_NS)
+        grid_barrier(p_sync, num_programs, BARRIER and ABLATE != "barrier", TIMEOUT_NS)
 
 
-def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
+def gru_forward(
+    gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str, ablate: str = ""
+):
     """Run the recurrence of one layer and direction.
+
+    ``ablate`` ("matmul" or "barrier") leaves one stage out, for timing where a step's time goes
+    (``perf/breakdown.py``); its results are wrong by design.
 
     ``gx`` (T, B, 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates.
     Returns ``y`` (T, B, H), ``h_n`` (B, H), and, when ``save``, what the backward needs: the states
@@ -173,6 +181,7 @@ def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: 
         PRECISION=precision,
         ACC=accumulator_dtype(dtype),
         TIMEOUT_NS=barrier_timeout_ns(),
+        ABLATE=ablate,
     )
     launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, barrier)
     h_n = state.to(dtype)

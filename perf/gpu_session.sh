@@ -2,11 +2,13 @@
 # One prepared GPU session, about 8 minutes of wall time on an H200 image (torch 2.11, Triton 3.6,
 # pandas, matplotlib, tqdm, pytest; no network, no pip installs). In order, each phase under its own
 # time limit, a failing phase never stopping the next:
-#   info; the GPU tests (pytest -m gpu); the rest of the suite on CUDA; validate; the tuner over the
-#   default shape set (core target shapes first, stopped by a time budget); the default perf sweep
-#   (target shapes first, stopped by a time budget, using the tuned table just written).
-# Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, tuning.json, the PNG
-# plots, and artifacts.tar (the whole results folder and the pytest XML reports).
+#   info; the GPU tests (pytest -m gpu); the suite's fp32 cases on CUDA; validate; the per-stage
+#   breakdown (perf/breakdown.py); the example's tokens per second with both GRUs; the tuner over the default shape set (core target shapes first,
+#   stopped by a time budget); the default perf sweep (target shapes first, stopped by a time
+#   budget, using the tuned table just written).
+# Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, breakdown.csv,
+# tuning.json, and artifacts.tar (the whole results folder with the PNG plots, and the pytest XML
+# reports).
 #
 # Run from anywhere:   OUT=/some/dir TRITONGRU_SOURCE_REVISION=<commit> bash perf/gpu_session.sh
 # TRITONGRU_SOURCE_REVISION names the commit in the result rows where the tree has no .git.
@@ -39,14 +41,17 @@ phase() {
     echo "=== $name: exit $? after $((SECONDS - start)) s"
 }
 
-phase info 30 "$PY" -m tritongru info
-phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu --junitxml="$WORK/pytest-gpu.xml" tests
-# The compile report compiles for sm_90 without a GPU: CI runs it, it needs no time here.
-phase suite-on-cuda 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" --ignore=tests/test_compile_report.py \
-    --junitxml="$WORK/pytest-suite.xml" tests
-phase validate 60 "$PY" -m tritongru validate
-phase tune 110 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 80
-phase bench 140 "$PY" -m tritongru bench --sweep default --time-budget 100 --out "$REPO/perf/results"
+phase info 20 "$PY" -m tritongru info
+phase gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu --junitxml="$WORK/pytest-gpu.xml" tests
+# The CPU suite's fp32 cases on CUDA (the compile report needs no GPU: CI runs it).
+phase suite-on-cuda 60 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" -k "fp32 or streaming" \
+    --junitxml="$WORK/pytest-suite.xml" tests/test_gru_module.py tests/test_streaming.py tests/test_gru_errors.py
+phase validate 20 "$PY" -m tritongru validate
+phase breakdown 50 "$PY" -m perf.breakdown --seq-len 512 --rep-ms 50 --out "$REPO/perf/results"
+phase example-tritongru 20 "$PY" examples/char_lm.py --impl tritongru --steps 40 --no-progress --checkpoint "$WORK/lm.pt"
+phase example-torch 20 "$PY" examples/char_lm.py --impl torch --steps 40 --no-progress --checkpoint "$WORK/lm-torch.pt"
+phase tune 70 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 50
+phase bench 110 "$PY" -m tritongru bench --sweep default --time-budget 85 --out "$REPO/perf/results"
 
 # Collect: this GPU's results folder, the tuned table, the test reports.
 slug=$("$PY" -c "import torch; from tritongru.environment import slug; print(slug(torch.cuda.get_device_name()))")
@@ -55,7 +60,7 @@ mkdir -p "$WORK/artifacts"
 cp "$WORK"/pytest-*.xml "$WORK/artifacts/" 2>/dev/null
 if [ -d "$results" ]; then
     cp -r "$results" "$WORK/artifacts/"
-    cp "$results/results.csv" "$results/SUMMARY.md" "$results"/*.png "$OUT/" 2>/dev/null
+    cp "$results/results.csv" "$results/breakdown.csv" "$results/SUMMARY.md" "$OUT/" 2>/dev/null
 fi
 [ -e "$TRITONGRU_TUNING_FILE" ] && cp "$TRITONGRU_TUNING_FILE" "$OUT/tuning.json"
 tar -cf "$OUT/artifacts.tar" -C "$WORK" artifacts

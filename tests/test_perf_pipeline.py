@@ -145,3 +145,16 @@ def test_source_revision(monkeypatch):
     assert revision == "unknown" or len(revision.split("+")[0]) == 12
     monkeypatch.setenv(machine.REVISION_ENV, "abc123")
     assert machine.source_revision() == "abc123"
+
+
+def test_breakdown_on_the_interpreter_writes_labelled_rows(tmp_path):
+    """perf.breakdown end to end on the CPU: every variant timed, labelled as interpreter times."""
+    import pandas as pd
+
+    from perf import breakdown
+
+    assert breakdown.main(["--hidden", "20", "--batch", "2", "--seq-len", "2", "--dtype", "float32",
+                           "--out", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "cpu-interpreter" / "breakdown.csv")
+    assert sorted(frame["variant"]) == sorted(breakdown.VARIANTS)
+    assert frame["cpu_interpreter"].all() and (frame["us_per_step"] > 0).all()
