@@ -2,8 +2,9 @@
 
 For each shape, ``full`` is the persistent forward kernel as the dispatcher configures it;
 ``no-matmul`` leaves out the recurrent product (and the read of ``h_{t-1}`` that feeds it);
-``no-barrier`` leaves out the grid barrier (only matters for sliced configurations). The ablated
-kernels compute wrong results by design: this is for timing only. Per-step microseconds of each,
+``no-barrier`` leaves out the grid barrier (only matters for sliced configurations);
+``no-stall-check`` runs the full kernel without reading the barrier's stall word back (one host
+sync per barrier launch). The ablated kernels compute wrong results by design: timing only. Per-step microseconds of each,
 and the differences (what a stage costs), go to ``perf/results/<gpu>/breakdown.csv``.
 
     python -m perf.breakdown                 # the target shapes (bf16, T=1024, B 1/16/64, H 256-1024)
@@ -13,8 +14,10 @@ and the differences (what a stage costs), go to ``perf/results/<gpu>/breakdown.c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -26,7 +29,9 @@ from tritongru.kernels import gru_forward
 from . import machine
 from .measure import time_call
 
-VARIANTS = {"full": "", "no-matmul": "matmul", "no-barrier": "barrier"}
+# variant -> (kernel ablation, TRITONGRU_STALL_CHECK)
+VARIANTS = {"full": ("", "1"), "no-matmul": ("matmul", "1"), "no-barrier": ("barrier", "1"), "no-stall-check": ("", "0")}
+STALL_CHECK_ENV = "TRITONGRU_STALL_CHECK"
 KEY = ["gpu", "commit", "dtype", "seq_len", "batch", "hidden", "variant"]
 
 
@@ -40,11 +45,12 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
     config = choose_config(Problem(hidden, batch, dtype, False), device)
     precision = _compat.fp32_dot_precision()
     rows = []
-    for variant, ablate in VARIANTS.items():
+    for variant, (ablate, stall_check) in VARIANTS.items():
         def run(ablate=ablate):
             return gru_forward(gx, w_hh, b_hn, h0, None, False, False, config, precision, ablate=ablate)
 
-        (p50, p20, p80), timer = time_call(run, device, repeats=3, warmup_ms=25, rep_ms=rep_ms, graphable=False)
+        with mock.patch.dict(os.environ, {STALL_CHECK_ENV: stall_check}):
+            (p50, p20, p80), timer = time_call(run, device, repeats=3, warmup_ms=25, rep_ms=rep_ms, graphable=False)
         rows.append(dict(
             dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=variant,
             p50_ms=p50, p20_ms=p20, p80_ms=p80, us_per_step=p50 * 1e3 / seq_len, timer=timer,
