@@ -167,3 +167,21 @@ def test_saved_state_matches_the_documented_size():
     b_hn, h0 = torch.randn(H, device=CUDA, dtype=torch.bfloat16), torch.randn(B, H, device=CUDA, dtype=torch.bfloat16)
     _, _, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, True)
     assert hs.numel() + gates.numel() == 5 * H * B * T + H * B
+
+
+def test_offsets_past_2_pow_31_elements():
+    """T x B x 3H > 2**31: the time-indexed addressing must be 64-bit (checked at compile level on
+    the CPU by test_offsets.py; here on real memory: 6 GiB of gx in bf16)."""
+    T, B, H = 16384, 64, 1024
+    assert T * B * 3 * H > 2**31
+    torch.manual_seed(4)
+    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=torch.bfloat16)
+    w = (torch.randn(3 * H, H, device=CUDA) / H**0.5).to(torch.bfloat16)
+    b_hn, h0 = torch.randn(H, device=CUDA, dtype=torch.bfloat16), torch.randn(B, H, device=CUDA, dtype=torch.bfloat16)
+    y, h_n, _, _ = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, False)
+    # Only the last steps are compared: they lie past 2**31 elements of gx and y.
+    tail = 4
+    state = y[-tail - 1].double()
+    y_ref, h_ref = gru_recurrence_reference(gx[-tail:].double(), w.double(), b_hn.double(), state)
+    assert _relative_error(y[-tail:], y_ref) < 5e-2 and _relative_error(h_n, h_ref) < 5e-2
+    del gx, y

@@ -78,3 +78,16 @@ def test_triton_backend_without_gpu_or_interpreter_is_refused():
     assert "ERR backend='triton' cannot run here: the Triton kernels need a CUDA device" in out.stdout, out.stderr
     # auto falls back to the reference on CPU tensors.
     assert "AUTO (2, 1, 4)" in out.stdout, out.stderr
+
+
+def test_device_mismatch_is_named():
+    """Tensors on different devices (the meta device stands in for a second device on a CPU)."""
+    model = tritongru.GRU(4, 6, backend="reference")
+    with pytest.raises(ValueError, match="input is on meta but the parameters are on cpu"):
+        model(torch.empty(3, 2, 4, device="meta"))
+    with pytest.raises(ValueError, match="hx is on meta but the input is on cpu"):
+        model(torch.randn(3, 2, 4), torch.empty(1, 2, 6, device="meta"))
+    with pytest.raises(ValueError, match=r"params\[1\] is on meta, expected the input's device cpu"):
+        params = [p.detach() for p in model._flat_weights]
+        params[1] = params[1].to("meta")
+        tritongru.gru(torch.randn(3, 2, 4), None, params, num_layers=1, bidirectional=False, backend="triton")
