@@ -138,15 +138,15 @@ def device_limits(index: int) -> tuple[int, dict]:
 _capacity_cache: dict = {}
 
 
-def co_resident_capacity(kernel, args: tuple, constexprs: dict, config: PersistentConfig, device: torch.device) -> int:
-    """The largest grid of this compiled variant that can be resident at once on ``device``."""
-    options = config.compile_options()
+def co_resident_capacity(kernel, args: tuple, constexprs: dict, options: dict, device: torch.device) -> int:
+    """The largest grid of this compiled variant (``options``: its launch options, so that the
+    warm-up compiles exactly what is launched) that can be resident at once on ``device``."""
     key = (kernel.fn.__name__, device.index, tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
     if key not in _capacity_cache:
-        compiled = kernel.warmup(*args, grid=(config.num_programs,), **options, **constexprs)
+        compiled = kernel.warmup(*args, grid=(1,), **options, **constexprs)
         compiled._init_handles()
         sms, limits = device_limits(device.index)
-        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, config.num_warps, limits)
+        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, options["num_warps"], limits)
         _capacity_cache[key] = sms * per_sm
     return _capacity_cache[key]
 
@@ -168,14 +168,14 @@ def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs:
     sync = _sync_arg(kernel, args)
     device = sync.device
     if barrier and not INTERPRET:
-        capacity = co_resident_capacity(kernel, args, constexprs, config, device)
+        launch_options["launch_cooperative_grid"] = True
+        capacity = co_resident_capacity(kernel, args, constexprs, launch_options, device)
         if config.num_programs > capacity:
             raise RuntimeError(
                 f"{kernel.fn.__name__}: a grid of {config.num_programs} programs cannot be co-resident on "
                 f"{torch.cuda.get_device_name(device)} (at most {capacity} fit); refusing to launch a "
                 "barrier kernel that would hang"
             )
-        launch_options["launch_cooperative_grid"] = True
     kernel[grid](*args, **constexprs, **launch_options)
     if barrier and not INTERPRET and stall_check_enabled() and not torch.cuda.is_current_stream_capturing():
         if int(sync[1].item()) != 0:
