@@ -115,7 +115,13 @@ class GRU(nn.Module):
                 s += f", {name}={getattr(self, name)}"
         return s + f", backend={self.backend!r}"
 
-    def forward(self, input, hx: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor]:
+        """nn.GRU's forward: ``input`` (T, B, input_size) (``(B, T, input_size)`` with
+        ``batch_first``), (T, input_size) unbatched, or a ``PackedSequence``; ``hx``
+        (num_layers * num_directions, B, hidden_size) or None for zeros. Returns ``(output, h_n)``
+        with nn.GRU's shapes, dtypes and layout (a ``PackedSequence`` output for packed input)."""
         packed = isinstance(input, PackedSequence)
         lengths = None
         if packed:
