@@ -22,7 +22,15 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, check_step_size, empty_output, launch_persistent, new_sync_word
+from .launch import (
+    PersistentConfig,
+    accumulator_dtype,
+    check_step_size,
+    empty_output,
+    launch_constexprs,
+    launch_persistent,
+    new_sync_word,
+)
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time
 
 
@@ -137,23 +145,12 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     dgx = empty_output((T, B, 3 * H), dtype, device)
     dgh = empty_output((T, B, 3 * H), dtype, device)
     dstate = dh_n.to(accumulator_dtype(dtype, torch), copy=True)
-    barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
         T, B, H, config.num_b_tiles(B), config.num_programs,
     )
-    constexprs = dict(
-        REVERSE=reverse,
-        USE_LENGTHS=lengths is not None,
-        RESIDENT=config.resident,
-        BARRIER=barrier,
-        BLOCK_B=config.block_b,
-        BLOCK_H=config.block_h,
-        BLOCK_K=config.block_k,
-        NUM_K=config.num_k(3 * H),
-        PRECISION=precision,
-        ACC=accumulator_dtype(dtype),
-        TIMEOUT_NS=barrier_timeout_ns(),
+    constexprs = launch_constexprs(
+        config, H, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, barrier)
+    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.uses_barrier(H))
     return dgx, dgh, dstate.to(dtype)

@@ -20,7 +20,15 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import PersistentConfig, accumulator_dtype, barrier_timeout_ns, check_step_size, empty_output, launch_persistent, new_sync_word
+from .launch import (
+    PersistentConfig,
+    accumulator_dtype,
+    check_step_size,
+    empty_output,
+    launch_constexprs,
+    launch_persistent,
+    new_sync_word,
+)
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
 
 
@@ -145,12 +153,12 @@ def gru_forward(
 ):
     """Run the recurrence of one layer and direction.
 
-    ``ablate`` ("matmul" or "barrier") leaves one stage out, for timing where a step's time goes
-    (``perf/breakdown.py``); its results are wrong by design.
-
     ``gx`` (T, B, 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates.
     Returns ``y`` (T, B, H), ``h_n`` (B, H), and, when ``save``, what the backward needs: the states
     ``hs`` (T + 1, B, H) and the gates (T, B, 4, H); otherwise two empty tensors.
+
+    ``ablate`` ("matmul" or "barrier") leaves one stage out, for timing where a step's time goes
+    (``perf/breakdown.py``); its results are wrong by design.
     """
     T, B, H3 = gx.shape
     H = H3 // 3
@@ -163,27 +171,16 @@ def gru_forward(
     state = h0.to(accumulator_dtype(dtype, torch), copy=True)
     y = empty_output((T, B, H), dtype, device)
     gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
-    barrier = config.num_h_tiles(H) > 1 and config.num_programs > 1
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, state, y, gates, new_sync_word(device),
         T, B, H, slots, config.num_b_tiles(B), config.num_programs,
     )
-    constexprs = dict(
-        REVERSE=reverse,
-        USE_LENGTHS=lengths is not None,
-        SAVE_GATES=save,
-        RESIDENT=config.resident,
-        BARRIER=barrier,
-        BLOCK_B=config.block_b,
-        BLOCK_H=config.block_h,
-        BLOCK_K=config.block_k,
-        NUM_K=config.num_k(H),
-        PRECISION=precision,
-        ACC=accumulator_dtype(dtype),
-        TIMEOUT_NS=barrier_timeout_ns(),
-        ABLATE=ablate,
+    constexprs = launch_constexprs(
+        config, H, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, barrier)
+    launch_persistent(
+        gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate), config.uses_barrier(H)
+    )
     h_n = state.to(dtype)
     if not save:
         return y, h_n, gx.new_empty(0), gates

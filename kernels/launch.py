@@ -76,6 +76,10 @@ class PersistentConfig:
     def num_h_tiles(self, hidden: int) -> int:
         return triton.cdiv(hidden, self.block_h)
 
+    def uses_barrier(self, hidden: int) -> bool:
+        """Whether the programs meet at a grid barrier: several hidden slices, several programs."""
+        return self.num_h_tiles(hidden) > 1 and self.num_programs > 1
+
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
 
@@ -99,6 +103,27 @@ class PersistentConfig:
     def weight_bytes(self, hidden: int, element_size: int) -> int:
         """Bytes of W_hh one program keeps on chip (3 gates, the reduction padded to whole chunks)."""
         return self.block_h * self.num_k(3 * hidden) * self.block_k * element_size
+
+
+def launch_constexprs(
+    config: PersistentConfig, hidden: int, dtype: torch.dtype, *, backward: bool, reverse: bool, use_lengths: bool,
+    precision: str,
+) -> dict:
+    """The constexprs both persistent kernels take, for ``config`` at ``hidden`` (the forward's
+    reduction runs over H, the backward's over 3H)."""
+    return dict(
+        REVERSE=reverse,
+        USE_LENGTHS=use_lengths,
+        RESIDENT=config.resident,
+        BARRIER=config.uses_barrier(hidden),
+        BLOCK_B=config.block_b,
+        BLOCK_H=config.block_h,
+        BLOCK_K=config.block_k,
+        NUM_K=config.num_k(3 * hidden if backward else hidden),
+        PRECISION=precision,
+        ACC=accumulator_dtype(dtype),
+        TIMEOUT_NS=barrier_timeout_ns(),
+    )
 
 
 def check_step_size(batch: int, hidden: int) -> None:

@@ -24,7 +24,7 @@ import triton
 
 from .dispatch import H200_SMS, Problem, heuristic_config
 from .kernels import gru_bwd_persistent_kernel, gru_fwd_persistent_kernel
-from .kernels.launch import SM90_LIMITS, PersistentConfig, accumulator_dtype, programs_per_sm
+from .kernels.launch import SM90_LIMITS, PersistentConfig, launch_constexprs, programs_per_sm
 
 HIDDEN = (64, 128, 256, 512, 768, 1024, 1536, 2048)
 BATCH = (1, 16, 64, 256)
@@ -109,12 +109,8 @@ def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: Persis
 
 def _launch_constants(config: PersistentConfig, hidden: int, dtype: torch.dtype, backward: bool, training: bool):
     """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction)."""
-    constexprs = dict(
-        REVERSE=False, USE_LENGTHS=True, RESIDENT=config.resident,
-        BARRIER=config.num_h_tiles(hidden) > 1 and config.num_programs > 1,
-        BLOCK_B=config.block_b, BLOCK_H=config.block_h, BLOCK_K=config.block_k,
-        NUM_K=config.num_k(3 * hidden if backward else hidden), PRECISION="tf32",
-        ACC=accumulator_dtype(dtype), TIMEOUT_NS=2_000_000_000,
+    constexprs = launch_constexprs(
+        config, hidden, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32"
     )
     if backward:
         return gru_bwd_persistent_kernel, constexprs
@@ -125,7 +121,7 @@ def variants(hidden: int, batch: int, dtype: torch.dtype):
     """``(kernel, constexprs, config, barrier)`` for each launch the dispatcher plans for a shape."""
     for backward, training in ((False, False), (False, True), (True, True)):
         config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward)
-        barrier = config.num_h_tiles(hidden) > 1 and config.num_programs > 1
+        barrier = config.uses_barrier(hidden)
         kernel, constexprs = _launch_constants(config, hidden, dtype, backward, training)
         yield kernel, constexprs, config, barrier
 

@@ -380,7 +380,7 @@ def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits
 
 def uses_barrier(config: PersistentConfig, hidden: int) -> bool:
     """Whether the programs of ``config`` meet at a grid barrier (as the launchers decide it)."""
-    return config.num_h_tiles(hidden) > 1 and config.num_programs > 1
+    return config.uses_barrier(hidden)
 
 
 def prune(
