@@ -42,16 +42,18 @@ phase() {
 }
 
 phase info 20 "$PY" -m tritongru info
-phase gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu --junitxml="$WORK/pytest-gpu.xml" tests
+# Several workers compile the kernel variants in parallel (cooperative launches keep the barrier
+# kernels safe beside each other).
+phase gpu-tests 180 "$PY" -m pytest -q -p no:cacheprovider -n 6 -m gpu --junitxml="$WORK/pytest-gpu.xml" tests
 # The CPU suite's fp32 cases on CUDA (the compile report needs no GPU: CI runs it).
-phase suite-on-cuda 60 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" -k "fp32 or streaming" \
+phase suite-on-cuda 60 "$PY" -m pytest -q -p no:cacheprovider -n 6 -m "not gpu" -k "fp32 or streaming" \
     --junitxml="$WORK/pytest-suite.xml" tests/test_gru_module.py tests/test_streaming.py tests/test_gru_errors.py
 phase validate 20 "$PY" -m tritongru validate
 phase breakdown 50 "$PY" -m perf.breakdown --seq-len 512 --rep-ms 50 --out "$REPO/perf/results"
 phase example-tritongru 20 "$PY" examples/char_lm.py --impl tritongru --steps 40 --no-progress --checkpoint "$WORK/lm.pt"
 phase example-torch 20 "$PY" examples/char_lm.py --impl torch --steps 40 --no-progress --checkpoint "$WORK/lm-torch.pt"
-phase tune 70 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 50
-phase bench 110 "$PY" -m tritongru bench --sweep default --time-budget 85 --out "$REPO/perf/results"
+phase tune 60 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 45
+phase bench 100 "$PY" -m tritongru bench --sweep default --time-budget 80 --out "$REPO/perf/results"
 
 # Collect: this GPU's results folder, the tuned table, the test reports.
 slug=$("$PY" -c "import torch; from tritongru.environment import slug; print(slug(torch.cuda.get_device_name()))")
