@@ -106,10 +106,12 @@ def gru(
             batch_first=batch_first, lengths=lengths, dropout=dropout, training=training,
         )
     device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
-        # As nn.GRU under autocast: the whole recurrence runs in the autocast dtype, which is also
-        # the dtype of (output, h_n). The casts stay differentiable, so gradients reach fp32 weights.
-        dtype = torch.get_autocast_dtype(device_type)
+    if torch.is_autocast_enabled(device_type) and input.dtype != torch.float64:
+        # As nn.GRU under autocast: the whole recurrence runs in one low-precision dtype, which is
+        # also the dtype of (output, h_n). On CUDA that is fp16 whatever the autocast dtype, the
+        # rule PyTorch applies to cuDNN RNNs (aten/src/ATen/cudnn/AutocastRNN.cpp); fp64 is left
+        # alone there too. The casts are differentiable: gradients reach the fp32 weights.
+        dtype = torch.float16 if device_type == "cuda" else torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
             return _gru_kernels(
                 input.to(dtype), None if hx is None else hx.to(dtype), [p.to(dtype) for p in params],
