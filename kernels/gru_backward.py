@@ -144,7 +144,7 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     dtype, device = hs.dtype, hs.device
     dgx = empty_output((T, B, 3 * H), dtype, device)
     dgh = empty_output((T, B, 3 * H), dtype, device)
-    dstate = dh_n.to(accumulator_dtype(dtype, torch), copy=True)
+    dstate = torch.empty((B, H), dtype=accumulator_dtype(dtype, torch), device=device).copy_(dh_n)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
         T, B, H, config.num_b_tiles(B), config.num_programs,

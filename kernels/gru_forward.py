@@ -168,7 +168,8 @@ def gru_forward(
     slots = T + 1 if save else 2
     hbuf = empty_output((slots, B, H), dtype, device)
     hbuf[0].copy_(h0)
-    state = h0.to(accumulator_dtype(dtype, torch), copy=True)
+    # Row-major whatever h0's strides are: the kernel indexes it as (B, H).
+    state = torch.empty((B, H), dtype=accumulator_dtype(dtype, torch), device=device).copy_(h0)
     y = empty_output((T, B, H), dtype, device)
     gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
