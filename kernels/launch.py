@@ -10,6 +10,7 @@ end in an error, not a hang.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -188,9 +189,15 @@ def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs:
     ``p_sync`` argument is the sync word; after a barrier launch its error word is checked and a
     stall becomes a RuntimeError (the caller allocates a fresh word per launch).
     """
+    sync = _sync_arg(kernel, args)
+    # Triton launches on the current device: make it the tensors' (they may live on another GPU).
+    with torch.cuda.device(sync.device) if sync.device.type == "cuda" else contextlib.nullcontext():
+        _launch(kernel, config, args, constexprs, barrier, sync)
+
+
+def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, barrier: bool, sync: torch.Tensor) -> None:
     grid = (config.num_programs,)
     launch_options = config.compile_options()
-    sync = _sync_arg(kernel, args)
     device = sync.device
     if barrier and not INTERPRET:
         launch_options["launch_cooperative_grid"] = True
