@@ -64,7 +64,7 @@ def sm_count(device: torch.device) -> int:
 # the first candidate of `compile_report.TILE_CANDIDATES` that compiled without spills for that
 # kernel, found by `python -m tritongru compile-report --search-tiles` (the plain report checks
 # every entry in use; rerun the search after changing a kernel).
-Tiles = tuple[int, int, "int | None"]
+Tiles = tuple[int, int, int | None]
 _TILES: dict[int, dict[int, tuple[Tiles, Tiles, Tiles]]] = {
     2: {
         64: ((8, 128, None), (8, 128, None), (8, 128, None)),
