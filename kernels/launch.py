@@ -205,7 +205,7 @@ def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, bar
         if config.num_programs > capacity:
             raise RuntimeError(
                 f"{kernel.fn.__name__}: a grid of {config.num_programs} programs cannot be co-resident on "
-                f"{torch.cuda.get_device_name(device)} (at most {capacity} fit); refusing to launch a "
+                f"{_device_name(device)} (at most {capacity} fit); refusing to launch a "
                 "barrier kernel that would hang"
             )
     kernel[grid](*args, **constexprs, **launch_options)
@@ -217,6 +217,10 @@ def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, bar
                 f"{config.num_programs} programs; another process may be occupying SMs. "
                 "The results of this call are invalid; the next call starts from a clean barrier."
             )
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 def _sync_arg(kernel, args: tuple) -> torch.Tensor:
