@@ -43,12 +43,12 @@ def gru_bwd_persistent_kernel(
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
     p_dgx,  # (T, B, 3H) out: gradient of the input projection, by time index
     p_dgh,  # (T, B, 3H) out: gradient of W_hh h + b_hh, by step
-    p_dstate,  # (B, H) fp32: gradient of h_n in, gradient of h0 out
+    p_dstate,  # (B, H) in ACC: gradient of h_n in, gradient of h0 out
     p_sync,  # (2,) int32 barrier counter and error word
     T,
     B,
     H,
-    NUM_B_TILES,
+    num_b_tiles,
     num_programs,
     REVERSE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
@@ -64,7 +64,7 @@ def gru_bwd_persistent_kernel(
 ):
     pid = tl.program_id(0)
     num_h_tiles = tl.cdiv(H, BLOCK_H)
-    num_tiles = num_h_tiles * NUM_B_TILES
+    num_tiles = num_h_tiles * num_b_tiles
     if RESIDENT:
         # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
         offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)

@@ -47,16 +47,16 @@ def gru_fwd_persistent_kernel(
     p_w,  # (3H, H) W_hh
     p_bhn,  # (H,) b_hh of the n gate
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
-    p_hbuf,  # (HBUF_SLOTS, B, H) states in the input dtype; slot 0 holds h0
-    p_state,  # (B, H) fp32 running state, initialised with h0; holds h_n at the end
+    p_hbuf,  # (hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
+    p_state,  # (B, H) running state in ACC, initialised with h0; holds h_n at the end
     p_y,  # (T, B, H) output
     p_gates,  # (T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
     p_sync,  # (2,) int32 barrier counter and error word
     T,
     B,
     H,
-    HBUF_SLOTS,
-    NUM_B_TILES,
+    hbuf_slots,
+    num_b_tiles,
     num_programs,
     REVERSE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
@@ -74,7 +74,7 @@ def gru_fwd_persistent_kernel(
 ):
     pid = tl.program_id(0)
     num_h_tiles = tl.cdiv(H, BLOCK_H)
-    num_tiles = num_h_tiles * NUM_B_TILES
+    num_tiles = num_h_tiles * num_b_tiles
     if RESIDENT:
         # The host guarantees num_programs % num_h_tiles == 0: a program keeps one hidden slice.
         offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -85,8 +85,8 @@ def gru_fwd_persistent_kernel(
     # one step stay 32-bit (the launcher checks B x 3H < 2**31).
     stride_t = tl.cast(B, tl.int64) * 3 * H
     for step in range(T):
-        p_h_in = p_hbuf + tl.cast(step % HBUF_SLOTS, tl.int64) * B * H
-        p_h_out = p_hbuf + tl.cast((step + 1) % HBUF_SLOTS, tl.int64) * B * H
+        p_h_in = p_hbuf + tl.cast(step % hbuf_slots, tl.int64) * B * H
+        p_h_out = p_hbuf + tl.cast((step + 1) % hbuf_slots, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
