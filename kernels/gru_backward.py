@@ -17,20 +17,11 @@ reused while another program may still read it and one barrier per step suffices
 input GEMMs) and ``dgh`` (for ``dW_hh``) leave the kernel; the weight gradients are batched GEMMs.
 """
 
-import torch
 import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import (
-    PersistentConfig,
-    accumulator_dtype,
-    check_step_size,
-    empty_output,
-    launch_constexprs,
-    launch_persistent,
-    new_sync_word,
-)
+from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time
 
 
@@ -140,11 +131,10 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     """
     T, B, H = dy.shape
     config.validate(H, B)
-    check_step_size(B, H)
     dtype, device = hs.dtype, hs.device
     dgx = empty_output((T, B, 3 * H), dtype, device)
     dgh = empty_output((T, B, 3 * H), dtype, device)
-    dstate = torch.empty((B, H), dtype=accumulator_dtype(dtype, torch), device=device).copy_(dh_n)
+    dstate = accumulator_state(dh_n)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
         T, B, H, config.num_b_tiles(B), config.num_programs,

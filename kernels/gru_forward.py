@@ -15,20 +15,11 @@ The input projection ``gx = x W_ih^T + b_ih (+ b_hh for r and z)`` is one GEMM b
 only ``b_hh`` of the n gate, which is scaled by r, reaches the kernel.
 """
 
-import torch
 import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import (
-    PersistentConfig,
-    accumulator_dtype,
-    check_step_size,
-    empty_output,
-    launch_constexprs,
-    launch_persistent,
-    new_sync_word,
-)
+from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
 
 
@@ -163,13 +154,11 @@ def gru_forward(
     T, B, H3 = gx.shape
     H = H3 // 3
     config.validate(H, B)
-    check_step_size(B, H)
     dtype, device = gx.dtype, gx.device
     slots = T + 1 if save else 2
     hbuf = empty_output((slots, B, H), dtype, device)
     hbuf[0].copy_(h0)
-    # Row-major whatever h0's strides are: the kernel indexes it as (B, H).
-    state = torch.empty((B, H), dtype=accumulator_dtype(dtype, torch), device=device).copy_(h0)
+    state = accumulator_state(h0)
     y = empty_output((T, B, H), dtype, device)
     gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (

@@ -95,6 +95,7 @@ class PersistentConfig:
                 raise ValueError(f"{name} must be a power of two >= 16 (tl.dot), got {value}")
         if self.num_programs < 1:
             raise ValueError(f"num_programs must be >= 1, got {self.num_programs}")
+        check_step_size(batch, hidden)
         if self.resident and self.num_programs % self.num_h_tiles(hidden):
             raise ValueError(
                 f"resident weights need num_programs to be a multiple of the {self.num_h_tiles(hidden)} "
@@ -230,6 +231,13 @@ def _sync_arg(kernel, args: tuple) -> torch.Tensor:
 def accumulator_dtype(dtype: torch.dtype, namespace=tl):
     """The dtype a kernel accumulates and carries its state in: fp64 for fp64 inputs, else fp32."""
     return namespace.float64 if dtype == torch.float64 else namespace.float32
+
+
+def accumulator_state(tensor: torch.Tensor) -> torch.Tensor:
+    """A row-major (B, H) copy of ``tensor`` in the accumulator dtype: the running state (or its
+    gradient) a kernel reads and writes in place, whatever the strides of what the caller passed."""
+    dtype = accumulator_dtype(tensor.dtype, torch)
+    return torch.empty(tensor.shape, dtype=dtype, device=tensor.device).copy_(tensor)
 
 
 # Tests set this so that an element a kernel fails to write is NaN, not whatever memory held.
