@@ -9,7 +9,8 @@ step. With one hidden slice (W_hh fits one SM) programs are independent batch
 tiles and no barrier is needed.
 
 The loop over tiles is grid-strided inside the time loop, so a grid of one program computes every
-tile: that is how the interpreter, which runs programs one after another, tests this same code.
+tile: that is how the plain interpreter, which runs programs one after another, tests this same
+code (the tests also run each program in a thread of its own, barrier and all).
 
 The input projection ``gx = x W_ih^T + b_ih (+ b_hh for r and z)`` is one GEMM before the launch;
 only ``b_hh`` of the n gate, which is scaled by r, reaches the kernel.

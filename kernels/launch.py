@@ -210,7 +210,8 @@ def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, bar
                 "barrier kernel that would hang"
             )
     kernel[grid](*args, **constexprs, **launch_options)
-    if barrier and not INTERPRET and stall_check_enabled() and not torch.cuda.is_current_stream_capturing():
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if barrier and stall_check_enabled() and not capturing:
         if int(sync[1].item()) != 0:
             raise RuntimeError(
                 f"{kernel.fn.__name__}: a grid barrier waited longer than "

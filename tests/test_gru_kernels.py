@@ -15,8 +15,8 @@ from tritongru.reference import gru_recurrence_reference, gru_reference
 from conftest import DEVICE
 from helpers import assert_close, grads
 
-# Under the interpreter one program computes every tile; on a GPU the sliced configurations run
-# one program per hidden slice with a grid barrier (see test_gpu.py).
+# Here one program computes every tile; one program per tile, meeting at the grid barrier, runs in
+# test_concurrent_interpreter.py (CPU) and test_gpu.py.
 CONFIGS = {
     # W_hh whole in each program; programs are independent batch tiles.
     "whole": lambda H, B: PersistentConfig(block_b=16, block_h=32, block_k=16, num_programs=1),

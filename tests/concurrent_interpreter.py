@@ -1,0 +1,99 @@
+"""Run every program of an interpreted launch at once, one thread each, so grid-synchronising kernels
+execute on the CPU.
+
+Triton's interpreter runs a grid's programs one after another, each to completion, so a kernel
+whose programs wait for one another (a grid barrier, a ready flag) can only run there as a single
+program. Inside :func:`concurrent_programs` each program of a launch runs in its own thread with its
+own ``tl.program_id``; the launch returns when all have finished. The interpreter's atomics hold the
+GIL, so they are atomic between threads, and a spinning program yields the GIL to the others.
+Memory is sequentially consistent here, unlike a GPU's: this checks the protocol (which slot, which
+step, who waits for whom, the timeout), not the fences, which only a GPU can check.
+
+It works by patching two interpreter internals (the builder's program index and the launch's call
+of the kernel body); ``test_concurrent_interpreter.py`` checks that the patch still takes on the
+installed Triton.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import threading
+import time
+
+import numpy as np
+import triton.language as tl
+from triton.runtime import interpreter
+
+import tritongru.kernels.barrier as barrier
+
+_local = threading.local()
+
+
+def _get_grid_idx(builder):
+    return getattr(_local, "grid_idx", None)
+
+
+def _set_grid_idx(builder, value):
+    _local.grid_idx = value
+
+
+def _globaltimer():
+    """The host's monotonic clock in place of the GPU's ``%globaltimer`` (inline PTX, which the
+    interpreter cannot run)."""
+    now = np.array([time.monotonic_ns()], dtype=np.int64)
+    return tl.tensor(interpreter.TensorHandle(now, tl.int64), tl.int64)
+
+
+class _ConcurrentBody:
+    """Stands in for a launch's kernel body: each call starts one program in a thread and the call
+    for the grid's last program waits for all of them, re-raising the first error."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        # What the launch inspects of its kernel body: name, annotations, signature, globals.
+        functools.update_wrapper(self, fn)
+        self.__signature__ = inspect.signature(fn)
+        self.__globals__ = fn.__globals__
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def _program(self, grid_idx, kwargs):
+        _local.grid_idx = grid_idx
+        try:
+            self.fn(**kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the launching thread
+            self.errors.append(error)
+
+    def __call__(self, **kwargs):
+        grid_idx = _local.grid_idx
+        thread = threading.Thread(target=self._program, args=(grid_idx, kwargs), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        if grid_idx == tuple(n - 1 for n in interpreter.interpreter_builder.grid_dim):
+            for thread in self.threads:
+                thread.join()
+            if self.errors:
+                raise self.errors[0]
+
+
+@contextlib.contextmanager
+def concurrent_programs():
+    """Within this context, interpreted launches run all their programs concurrently."""
+    builder_type = type(interpreter.interpreter_builder)
+    executor_init = interpreter.GridExecutor.__init__
+
+    def init(self, fn, *args, **kwargs):
+        executor_init(self, _ConcurrentBody(fn), *args, **kwargs)
+
+    saved_timer = barrier.globaltimer
+    builder_type.grid_idx = property(_get_grid_idx, _set_grid_idx)
+    interpreter.GridExecutor.__init__ = init
+    barrier.globaltimer = _globaltimer
+    try:
+        yield
+    finally:
+        barrier.globaltimer = saved_timer
+        interpreter.GridExecutor.__init__ = executor_init
+        del builder_type.grid_idx

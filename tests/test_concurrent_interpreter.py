@@ -1,0 +1,128 @@
+"""Grid-synchronising launches executed on the CPU, every program in its own thread
+(``concurrent_interpreter.py``): the grid barrier on its own, its timeout, and both persistent
+kernels with resident weight slices, several hidden slices and batch tiles, one program per tile.
+
+On a GPU these launches are covered by ``test_gpu.py``; here they check the protocol."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+import tritongru
+from tritongru.dispatch import force_config
+from tritongru.kernels import PersistentConfig
+from tritongru.kernels.barrier import grid_barrier
+from tritongru.reference import gru_reference
+
+from concurrent_interpreter import concurrent_programs
+from helpers import assert_close, grads
+
+# The module, not the launcher of the same name that tritongru.kernels exports.
+forward_module = importlib.import_module("tritongru.kernels.gru_forward")
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py runs these on a GPU")
+
+
+@triton.jit
+def _rounds_kernel(p_slots, p_sums, p_sync, num_programs, ROUNDS: tl.constexpr, TIMEOUT_NS: tl.constexpr):
+    """Each round every program publishes a value and, after the barrier, sums everyone's."""
+    pid = tl.program_id(0)
+    offs = tl.arange(0, 16)
+    for step in range(ROUNDS):
+        p_slot = p_slots + (step % 2) * 16
+        tl.store(p_slot + pid, step * 100 + pid)
+        grid_barrier(p_sync, num_programs, True, TIMEOUT_NS)
+        b_all = tl.load(p_slot + offs, mask=offs < num_programs, other=0)
+        tl.store(p_sums + step * 16 + pid, tl.sum(b_all))
+        # Nobody overwrites this round's slot (two rounds on) before everyone has read it.
+        grid_barrier(p_sync, num_programs, True, TIMEOUT_NS)
+
+
+def _run_rounds(grid: int, num_programs: int, rounds: int, timeout_ns: int):
+    slots = torch.full((2, 16), -1, dtype=torch.int32)
+    sums = torch.full((rounds, 16), -1, dtype=torch.int32)
+    sync = torch.zeros(2, dtype=torch.int32)
+    with concurrent_programs():
+        _rounds_kernel[(grid,)](slots, sums, sync, num_programs, ROUNDS=rounds, TIMEOUT_NS=timeout_ns)
+    return sums, sync
+
+
+def test_patch_takes_on_this_triton():
+    """Programs really run at once: the first one waits at a barrier for the last one to start."""
+    sums, sync = _run_rounds(grid=3, num_programs=3, rounds=1, timeout_ns=int(20e9))
+    assert sync[1] == 0
+    assert sums[0, :3].tolist() == [3] * 3
+
+
+def test_barrier_separates_rounds():
+    programs, rounds = 5, 6
+    sums, sync = _run_rounds(grid=programs, num_programs=programs, rounds=rounds, timeout_ns=int(60e9))
+    expected = [[step * 100 * programs + sum(range(programs))] * programs for step in range(rounds)]
+    assert sync[1] == 0, "the barrier reported a stall"
+    assert sums[:, :programs].tolist() == expected
+
+
+def test_missing_program_times_out():
+    """A program that never runs (another process holds its SM) ends the wait in the error word."""
+    start = time.monotonic()
+    sums, sync = _run_rounds(grid=2, num_programs=3, rounds=2, timeout_ns=int(0.3e9))
+    assert sync[1] == 1
+    assert time.monotonic() - start < 30
+
+
+def _grid_case(H: int, B: int, block_h: int, block_b: int):
+    return PersistentConfig(block_b=block_b, block_h=block_h, block_k=16,
+                            num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, block_b))
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_resident_slices_with_barrier_match_reference(with_lengths):
+    """H=40 in three resident hidden slices, B=18 in two batch tiles: six programs, one tile each,
+    forward and backward both directions, meeting at the barrier every step."""
+    torch.manual_seed(11)
+    T, B, inputs, H = 3, 18, 3, 40
+    dtype = torch.float64
+    gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
+    params = [p.detach().requires_grad_() for p in gru._flat_weights]
+    x = torch.randn(T, B, inputs, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(2, B, H, dtype=dtype, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
+    config = _grid_case(H, B, block_h=16, block_b=16)
+    assert config.resident and config.uses_barrier(H) and config.num_programs == 6
+    with concurrent_programs(), force_config(config):
+        y, h_n = tritongru.gru(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths, backend="triton")
+        ours = grads([y, h_n], [x, h0, *params])
+    y_ref, h_ref = gru_reference(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths)
+    assert_close(y, y_ref, dtype, "output")
+    assert_close(h_n, h_ref, dtype, "h_n")
+    names = ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", "w_ih_r", "w_hh_r", "b_ih_r", "b_hh_r"]
+    for g, w, name in zip(ours, grads([y_ref, h_ref], [x, h0, *params]), names):
+        assert_close(g, w, dtype, f"d{name}")
+
+
+class _OneProgramShort:
+    """A kernel launched on one program fewer than the grid it is told about."""
+
+    def __init__(self, kernel):
+        self.kernel, self.fn, self.arg_names = kernel, kernel.fn, kernel.arg_names
+
+    def __getitem__(self, grid):
+        return self.kernel[(grid[0] - 1,)]
+
+
+def test_stalled_gru_launch_raises(monkeypatch):
+    """The launcher turns the kernel's error word into an error naming the timeout."""
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "300")
+    config = _grid_case(40, 4, block_h=16, block_b=16)
+    kernel = forward_module.gru_fwd_persistent_kernel
+    monkeypatch.setattr(forward_module, "gru_fwd_persistent_kernel", _OneProgramShort(kernel))
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    model = tritongru.GRU(3, 40, dtype=torch.float64, backend="triton")
+    with concurrent_programs(), force_config(config), pytest.raises(RuntimeError, match="TRITONGRU_BARRIER_TIMEOUT_MS"):
+        model(x)
