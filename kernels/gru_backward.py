@@ -142,5 +142,5 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     constexprs = launch_constexprs(
         config, H, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.uses_barrier(H))
+    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.grid_synchronised(H))
     return dgx, dgh, dstate.to(dtype)

@@ -5,8 +5,10 @@ Work split: the grid's tiles are (hidden slice, batch tile) pairs. A program own
 slice; with ``RESIDENT`` they are loaded once, before the time loop, and stay on chip for all T
 steps. Every step, each program reads the whole previous state ``h_{t-1}`` of its batch tile (written
 by all hidden slices), computes its slice of ``h_t`` and publishes it; a grid barrier then ends the
-step. With one hidden slice (W_hh fits one SM) programs are independent batch
-tiles and no barrier is needed.
+step. With ``FLAGS`` there is no barrier: each element of ``h_t`` is published together with its
+step in one word, and a program polls until the whole ``h_{t-1}`` it needs carries the current step
+(``kernels/exchange.py``). With one hidden slice (W_hh fits one SM) programs are independent batch
+tiles and neither is needed.
 
 The loop over tiles is grid-strided inside the time loop, so a grid of one program computes every
 tile: that is how the plain interpreter, which runs programs one after another, tests this same
@@ -16,10 +18,12 @@ The input projection ``gx = x W_ih^T + b_ih (+ b_hh for r and z)`` is one GEMM b
 only ``b_hh`` of the n gate, which is scaled by r, reaches the kernel.
 """
 
+import torch
 import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
+from .exchange import pack_initial, pack_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype
 from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
 
@@ -40,6 +44,7 @@ def gru_fwd_persistent_kernel(
     p_bhn,  # (H,) b_hh of the n gate
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
     p_hbuf,  # (hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
+    p_xbuf,  # (2, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
     p_state,  # (B, H) running state in ACC, initialised with h0; holds h_n at the end
     p_y,  # (T, B, H) output
     p_gates,  # (T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
@@ -55,6 +60,7 @@ def gru_fwd_persistent_kernel(
     SAVE_GATES: tl.constexpr,
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
+    FLAGS: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -76,9 +82,13 @@ def gru_fwd_persistent_kernel(
     # Offsets across time can pass 2**31 elements (long T x B x 3H): they are 64-bit. Offsets inside
     # one step stay 32-bit (the launcher checks B x 3H < 2**31).
     stride_t = tl.cast(B, tl.int64) * 3 * H
+    DTYPE = p_hbuf.dtype.element_ty
+    WORD = p_xbuf.dtype.element_ty
     for step in range(T):
         p_h_in = p_hbuf + tl.cast(step % hbuf_slots, tl.int64) * B * H
         p_h_out = p_hbuf + tl.cast((step + 1) % hbuf_slots, tl.int64) * B * H
+        p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
+        p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -92,6 +102,14 @@ def gru_fwd_persistent_kernel(
             acc_n = tl.zeros((BLOCK_B, BLOCK_H), ACC)
             if ABLATE == "matmul":
                 pass
+            elif FLAGS:
+                b_words = wait_tagged_chunks(
+                    p_x_in, offs_b, H, B, H, step_tag(step, WORD), p_sync + 1, NUM_K, BLOCK_K,
+                    ABLATE != "barrier", TIMEOUT_NS,
+                )
+                for c in tl.static_range(NUM_K):
+                    b_h = unpack_tagged(b_words[c], DTYPE)
+                    acc_r, acc_z, acc_n = gate_dots(b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC)
             elif RESIDENT:
                 for c in tl.static_range(NUM_K):
                     b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
@@ -125,7 +143,11 @@ def gru_fwd_persistent_kernel(
             h_new = tl.where(valid[:, None], n + z * (h_prev - n), h_prev)
 
             tl.store(p_state + offs_bh, h_new, mask=mask)
-            tl.store(p_h_out + offs_bh, h_new.to(p_hbuf.dtype.element_ty), mask=mask)
+            if FLAGS:
+                tl.store(p_x_out + offs_bh, pack_tagged(h_new.to(DTYPE), step_tag(step + 1, WORD), WORD), mask=mask)
+            if SAVE_GATES or not FLAGS:
+                # The saved states of training, or the barrier's exchange.
+                tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)
             b_y = tl.where(valid[:, None], h_new, 0.0)
             tl.store(p_y + t[:, None] * B * H + offs_bh, b_y.to(p_y.dtype.element_ty), mask=mask)
             if SAVE_GATES:
@@ -135,8 +157,9 @@ def gru_fwd_persistent_kernel(
                 tl.store(p_g + H, z.to(dtype), mask=mask)
                 tl.store(p_g + 2 * H, n.to(dtype), mask=mask)
                 tl.store(p_g + 3 * H, gh_n.to(dtype), mask=mask)
-        # Ends the step: every slice of h_t is published before anyone reads it. With one program
-        # per batch tile it only orders this program's own stores before its next loads.
+        # Ends the step: every slice of h_t is published before anyone reads it. Without a barrier
+        # (ready flags, or one program per batch tile) it only orders this program's own stores
+        # before its next loads.
         grid_barrier(p_sync, num_programs, BARRIER and ABLATE != "barrier", TIMEOUT_NS)
 
 
@@ -149,28 +172,37 @@ def gru_forward(
     Returns ``y`` (T, B, H), ``h_n`` (B, H), and, when ``save``, what the backward needs: the states
     ``hs`` (T + 1, B, H) and the gates (T, B, 4, H); otherwise two empty tensors.
 
-    ``ablate`` ("matmul" or "barrier") leaves one stage out, for timing where a step's time goes
-    (``perf/breakdown.py``); its results are wrong by design.
+    ``ablate`` leaves one stage out, for timing where a step's time goes (``perf/breakdown.py``):
+    ``"matmul"`` the recurrent product, ``"barrier"`` the wait for the other programs (the barrier,
+    or the polls for ready flags); its results are wrong by design.
     """
     T, B, H3 = gx.shape
     H = H3 // 3
-    config.validate(H, B)
     dtype, device = gx.dtype, gx.device
+    config.validate(H, B, dtype)
+    sync = new_sync_word(device)
     slots = T + 1 if save else 2
     hbuf = empty_output((slots, B, H), dtype, device)
     hbuf[0].copy_(h0)
+    if config.uses_ready_flags(H):
+        # Slot 1 starts as zeros: tag 0, which step 1 (expecting tag 1) never takes for its own.
+        xbuf = torch.zeros((2, B, H), dtype=word_dtype(dtype), device=device)
+        xbuf[0].copy_(pack_initial(h0, dtype))
+    else:
+        xbuf = sync
     state = accumulator_state(h0)
     y = empty_output((T, B, H), dtype, device)
     gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
-        gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, state, y, gates, new_sync_word(device),
+        gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
         T, B, H, slots, config.num_b_tiles(B), config.num_programs,
     )
     constexprs = launch_constexprs(
         config, H, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch_persistent(
-        gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate), config.uses_barrier(H)
+        gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate),
+        config.grid_synchronised(H),
     )
     h_n = state.to(dtype)
     if not save:

@@ -1,11 +1,12 @@
 """Launching persistent kernels safely: plans, co-residency, cooperative launch, stall errors.
 
-A kernel whose programs meet at a grid barrier deadlocks unless every program is resident at once.
+A kernel whose programs wait for one another (at a grid barrier, or for another program's ready
+flags) deadlocks unless every program is resident at once.
 Before the first launch of a variant on a device, its compiled resources (registers, shared memory,
 warps) give how many programs fit on one SM; a grid larger than ``SMs x programs per SM`` is refused
 with an error instead of hanging. On a GPU the launch is also cooperative, so the driver refuses a
-grid that cannot be co-resident, and the barrier's wait is bounded, so SMs taken by another process
-end in an error, not a hang.
+grid that cannot be co-resident, and every wait is bounded, so SMs taken by another process end in
+an error, not a hang.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._compat import INTERPRET
+from .exchange import word_dtype
 
 # One SM of compute capability 9.0 (H100, H200): the limits that decide co-residency.
 SM90_LIMITS = {
@@ -33,17 +35,21 @@ SM90_LIMITS = {
 
 
 def stall_check_enabled() -> bool:
-    """Whether a barrier launch reads its error word back (a device sync) to raise on a stall.
+    """Whether a synchronised launch reads its error word back (a device sync) to raise on a stall.
 
     On by default: the results of a stalled launch are garbage and must not pass silently.
-    ``TRITONGRU_STALL_CHECK=0`` trades that for one host sync less per barrier launch.
+    ``TRITONGRU_STALL_CHECK=0`` trades that for one host sync less per synchronised launch.
     """
     return os.environ.get("TRITONGRU_STALL_CHECK", "1") != "0"
 
 
 def barrier_timeout_ns() -> int:
-    """How long one barrier wait may spin before the launch fails (``TRITONGRU_BARRIER_TIMEOUT_MS``)."""
+    """How long one wait (at the barrier or for ready flags) may spin before the launch fails
+    (``TRITONGRU_BARRIER_TIMEOUT_MS``)."""
     return int(float(os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")) * 1e6)
+
+
+EXCHANGES = ("barrier", "flags")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,10 @@ class PersistentConfig:
     ``block_h`` hidden units per slice (all H in one slice means programs are independent batch
     tiles), ``block_b`` rows per batch tile, ``block_k`` the reduction chunk, ``num_programs`` the
     grid, ``resident`` whether each program keeps its weight slice on chip for the whole sequence
-    (needs ``num_programs`` to be a multiple of the number of hidden slices).
+    (needs ``num_programs`` to be a multiple of the number of hidden slices). ``exchange`` is how
+    the forward's hidden slices hand a step's state on: ``"barrier"`` (a grid barrier per step) or
+    ``"flags"`` (each element carries its step, ``kernels/exchange.py``; resident weights, 16- and
+    32-bit dtypes). The backward always uses the barrier.
     """
 
     block_b: int
@@ -64,6 +73,7 @@ class PersistentConfig:
     num_stages: int = 1
     resident: bool = True
     max_registers: int | None = None
+    exchange: str = "barrier"
 
     def compile_options(self) -> dict:
         """Triton's compile options for this configuration. ``max_registers`` sets ``.maxnreg``:
@@ -77,9 +87,14 @@ class PersistentConfig:
     def num_h_tiles(self, hidden: int) -> int:
         return triton.cdiv(hidden, self.block_h)
 
-    def uses_barrier(self, hidden: int) -> bool:
-        """Whether the programs meet at a grid barrier: several hidden slices, several programs."""
+    def grid_synchronised(self, hidden: int) -> bool:
+        """Whether programs wait for one another every step (at a barrier or for ready flags), so
+        the grid must be co-resident: several hidden slices, several programs."""
         return self.num_h_tiles(hidden) > 1 and self.num_programs > 1
+
+    def uses_ready_flags(self, hidden: int, backward: bool = False) -> bool:
+        """Whether the forward's slices exchange their state through tagged words (no barrier)."""
+        return self.exchange == "flags" and self.num_h_tiles(hidden) > 1 and not backward
 
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
@@ -88,13 +103,21 @@ class PersistentConfig:
         """Chunks of ``block_k`` along a reduction of length ``reduction`` (H forward, 3H backward)."""
         return triton.cdiv(reduction, self.block_k)
 
-    def validate(self, hidden: int, batch: int) -> None:
+    def validate(self, hidden: int, batch: int, dtype: torch.dtype | None = None) -> None:
+        """Raise ValueError unless this configuration can run ``hidden`` x ``batch`` (of ``dtype``,
+        when given)."""
         for name in ("block_b", "block_h", "block_k"):
             value = getattr(self, name)
             if value < 16 or value & (value - 1):
                 raise ValueError(f"{name} must be a power of two >= 16 (tl.dot), got {value}")
         if self.num_programs < 1:
             raise ValueError(f"num_programs must be >= 1, got {self.num_programs}")
+        if self.exchange not in EXCHANGES:
+            raise ValueError(f"exchange must be one of {EXCHANGES}, got {self.exchange!r}")
+        if self.exchange == "flags" and not self.resident:
+            raise ValueError("exchange='flags' needs resident=True (a step polls all its chunks at once, unrolled)")
+        if dtype is not None and self.uses_ready_flags(hidden):
+            word_dtype(dtype)
         check_step_size(batch, hidden)
         if self.resident and self.num_programs % self.num_h_tiles(hidden):
             raise ValueError(
@@ -113,11 +136,12 @@ def launch_constexprs(
 ) -> dict:
     """The constexprs both persistent kernels take, for ``config`` at ``hidden`` (the forward's
     reduction runs over H, the backward's over 3H)."""
-    return dict(
+    flags = config.uses_ready_flags(hidden, backward)
+    constexprs = dict(
         REVERSE=reverse,
         USE_LENGTHS=use_lengths,
         RESIDENT=config.resident,
-        BARRIER=config.uses_barrier(hidden),
+        BARRIER=config.grid_synchronised(hidden) and not flags,
         BLOCK_B=config.block_b,
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,
@@ -126,6 +150,7 @@ def launch_constexprs(
         ACC=accumulator_dtype(dtype),
         TIMEOUT_NS=barrier_timeout_ns(),
     )
+    return constexprs if backward else dict(constexprs, FLAGS=flags)
 
 
 def check_step_size(batch: int, hidden: int) -> None:
@@ -183,41 +208,41 @@ def new_sync_word(device: torch.device) -> torch.Tensor:
     return torch.zeros(2, dtype=torch.int32, device=device)
 
 
-def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs: dict, barrier: bool) -> None:
+def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool) -> None:
     """Launch ``kernel`` over ``config.num_programs`` programs.
 
-    ``barrier``: the programs meet at a grid barrier, so the grid must be co-resident. The kernel's
-    ``p_sync`` argument is the sync word; after a barrier launch its error word is checked and a
-    stall becomes a RuntimeError (the caller allocates a fresh word per launch).
+    ``synchronised``: the programs wait for one another, so the grid must be co-resident. The
+    kernel's ``p_sync`` argument is the sync word; after such a launch its error word is checked
+    and a stall becomes a RuntimeError (the caller allocates a fresh word per launch).
     """
     sync = _sync_arg(kernel, args)
     # Triton launches on the current device: make it the tensors' (they may live on another GPU).
     with torch.cuda.device(sync.device) if sync.device.type == "cuda" else contextlib.nullcontext():
-        _launch(kernel, config, args, constexprs, barrier, sync)
+        _launch(kernel, config, args, constexprs, synchronised, sync)
 
 
-def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, barrier: bool, sync: torch.Tensor) -> None:
+def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, sync: torch.Tensor) -> None:
     grid = (config.num_programs,)
     launch_options = config.compile_options()
     device = sync.device
-    if barrier and not INTERPRET:
+    if synchronised and not INTERPRET:
         launch_options["launch_cooperative_grid"] = True
         capacity = co_resident_capacity(kernel, args, constexprs, launch_options, device)
         if config.num_programs > capacity:
             raise RuntimeError(
                 f"{kernel.fn.__name__}: a grid of {config.num_programs} programs cannot be co-resident on "
                 f"{_device_name(device)} (at most {capacity} fit); refusing to launch a "
-                "barrier kernel that would hang"
+                "kernel whose programs wait for one another and would hang"
             )
     kernel[grid](*args, **constexprs, **launch_options)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if barrier and stall_check_enabled() and not capturing:
+    if synchronised and stall_check_enabled() and not capturing:
         if int(sync[1].item()) != 0:
             raise RuntimeError(
-                f"{kernel.fn.__name__}: a grid barrier waited longer than "
-                f"{barrier_timeout_ns() / 1e6:.0f} ms (TRITONGRU_BARRIER_TIMEOUT_MS) for all "
-                f"{config.num_programs} programs; another process may be occupying SMs. "
-                "The results of this call are invalid; the next call starts from a clean barrier."
+                f"{kernel.fn.__name__}: a program waited longer than "
+                f"{barrier_timeout_ns() / 1e6:.0f} ms (TRITONGRU_BARRIER_TIMEOUT_MS) for the other programs of its "
+                f"grid of {config.num_programs}; another process may be occupying SMs. "
+                "The results of this call are invalid; the next call starts from fresh sync words."
             )
 
 

@@ -2,7 +2,7 @@
 execute on the CPU.
 
 Triton's interpreter runs a grid's programs one after another, each to completion, so a kernel
-whose programs wait for one another (a grid barrier, a ready flag) can only run there as a single
+whose programs wait for one another (a grid barrier, ready flags) can only run there as a single
 program. Inside :func:`concurrent_programs` each program of a launch runs in its own thread with its
 own ``tl.program_id``; the launch returns when all have finished. The interpreter's atomics hold the
 GIL, so they are atomic between threads, and a spinning program yields the GIL to the others.
@@ -27,6 +27,7 @@ import triton.language as tl
 from triton.runtime import interpreter
 
 import tritongru.kernels.barrier as barrier
+import tritongru.kernels.exchange as exchange
 
 _local = threading.local()
 
@@ -87,13 +88,16 @@ def concurrent_programs():
     def init(self, fn, *args, **kwargs):
         executor_init(self, _ConcurrentBody(fn), *args, **kwargs)
 
-    saved_timer = barrier.globaltimer
+    timed = (barrier, exchange)
+    saved_timers = [module.globaltimer for module in timed]
     builder_type.grid_idx = property(_get_grid_idx, _set_grid_idx)
     interpreter.GridExecutor.__init__ = init
-    barrier.globaltimer = _globaltimer
+    for module in timed:
+        module.globaltimer = _globaltimer
     try:
         yield
     finally:
-        barrier.globaltimer = saved_timer
+        for module, timer in zip(timed, saved_timers):
+            module.globaltimer = timer
         interpreter.GridExecutor.__init__ = executor_init
         del builder_type.grid_idx

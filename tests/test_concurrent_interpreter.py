@@ -76,25 +76,32 @@ def test_missing_program_times_out():
     assert time.monotonic() - start < 30
 
 
-def _grid_case(H: int, B: int, block_h: int, block_b: int):
+def _grid_case(H: int, B: int, block_h: int, block_b: int, exchange: str = "barrier"):
     return PersistentConfig(block_b=block_b, block_h=block_h, block_k=16,
-                            num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, block_b))
+                            num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, block_b), exchange=exchange)
+
+
+# Ready flags exchange 16- and 32-bit states only; the interpreter's bf16/fp16 are unreliable, so
+# they run in fp32 (exact dots here) and the barrier in fp64.
+EXCHANGES = {"barrier": torch.float64, "flags": torch.float32}
 
 
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
-def test_resident_slices_with_barrier_match_reference(with_lengths):
+@pytest.mark.parametrize("exchange", list(EXCHANGES), ids=list(EXCHANGES))
+def test_resident_slices_match_reference(exchange, with_lengths):
     """H=40 in three resident hidden slices, B=18 in two batch tiles: six programs, one tile each,
-    forward and backward both directions, meeting at the barrier every step."""
+    forward and backward both directions, waiting for one another every step."""
     torch.manual_seed(11)
     T, B, inputs, H = 3, 18, 3, 40
-    dtype = torch.float64
+    dtype = EXCHANGES[exchange]
     gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
     params = [p.detach().requires_grad_() for p in gru._flat_weights]
     x = torch.randn(T, B, inputs, dtype=dtype, requires_grad=True)
     h0 = torch.randn(2, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
-    config = _grid_case(H, B, block_h=16, block_b=16)
-    assert config.resident and config.uses_barrier(H) and config.num_programs == 6
+    config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)
+    assert config.resident and config.grid_synchronised(H) and config.num_programs == 6
+    assert config.uses_ready_flags(H) == (exchange == "flags")
     with concurrent_programs(), force_config(config):
         y, h_n = tritongru.gru(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths, backend="triton")
         ours = grads([y, h_n], [x, h0, *params])
@@ -104,6 +111,22 @@ def test_resident_slices_with_barrier_match_reference(with_lengths):
     names = ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", "w_ih_r", "w_hh_r", "b_ih_r", "b_hh_r"]
     for g, w, name in zip(ours, grads([y_ref, h_ref], [x, h0, *params]), names):
         assert_close(g, w, dtype, f"d{name}")
+
+
+def test_flags_and_barrier_agree_bitwise():
+    """Both exchanges hand on the same rounded states, so they compute the same bits."""
+    torch.manual_seed(12)
+    T, B, H = 5, 3, 64
+    gx = torch.randn(T, B, 3 * H)
+    w_hh = torch.randn(3 * H, H) / H**0.5
+    b_hn, h0 = torch.randn(H), torch.randn(B, H)
+    results = {}
+    for exchange in EXCHANGES:
+        config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)
+        with concurrent_programs(), force_config(config):
+            results[exchange] = torch.ops.tritongru.gru_recurrence(gx, w_hh, b_hn, h0, None, False, True)
+    for name, a, b in zip(["y", "h_n", "hs", "gates"], results["barrier"], results["flags"]):
+        assert torch.equal(a, b), name
 
 
 class _OneProgramShort:
@@ -116,13 +139,16 @@ class _OneProgramShort:
         return self.kernel[(grid[0] - 1,)]
 
 
-def test_stalled_gru_launch_raises(monkeypatch):
+@pytest.mark.parametrize("exchange", list(EXCHANGES), ids=list(EXCHANGES))
+def test_stalled_launch_raises(exchange, monkeypatch):
     """The launcher turns the kernel's error word into an error naming the timeout."""
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "300")
-    config = _grid_case(40, 4, block_h=16, block_b=16)
+    config = _grid_case(40, 4, block_h=16, block_b=16, exchange=exchange)
     kernel = forward_module.gru_fwd_persistent_kernel
     monkeypatch.setattr(forward_module, "gru_fwd_persistent_kernel", _OneProgramShort(kernel))
-    x = torch.randn(2, 4, 3, dtype=torch.float64)
-    model = tritongru.GRU(3, 40, dtype=torch.float64, backend="triton")
+    x = torch.randn(2, 4, 3, dtype=EXCHANGES[exchange])
+    model = tritongru.GRU(3, 40, dtype=EXCHANGES[exchange], backend="triton")
+    start = time.monotonic()
     with concurrent_programs(), force_config(config), pytest.raises(RuntimeError, match="TRITONGRU_BARRIER_TIMEOUT_MS"):
         model(x)
+    assert time.monotonic() - start < 30, "every later step must give up at once, not wait its own timeout"

@@ -77,7 +77,7 @@ def test_long_sequence_barrier_path():
 
 def test_sliced_config_is_resident_with_a_barrier():
     config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS)
-    assert config.resident and config.uses_barrier(1024)
+    assert config.resident and config.grid_synchronised(1024)
 
 
 def test_concurrent_streams_agree_with_serial():
@@ -121,8 +121,8 @@ def test_stalled_barrier_raises_and_the_next_call_works(monkeypatch):
     constexprs = dict(REVERSE=False, USE_LENGTHS=False, SAVE_GATES=False, RESIDENT=True, BARRIER=True,
                       BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, NUM_K=4, PRECISION="tf32",
                       ACC=accumulator_dtype(torch.float32), TIMEOUT_NS=50_000_000)
-    with pytest.raises(RuntimeError, match="grid barrier waited longer than 50 ms"):
-        launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, barrier=True)
+    with pytest.raises(RuntimeError, match="program waited longer than 50 ms"):
+        launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, synchronised=True)
     y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
     y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
     assert _relative_error(y_next, y_ref) < 1e-4 and _relative_error(h_next, h_ref) < 1e-4

@@ -50,30 +50,30 @@ def test_grid_beyond_capacity_is_refused_before_launch(compiled_mode):
     kernel = FakeKernel(stall=False)
     too_many = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=9)
     with pytest.raises(RuntimeError, match="a grid of 9 programs cannot be co-resident on cpu .at most 8 fit."):
-        launch.launch_persistent(kernel, too_many, _args(), {}, barrier=True)
+        launch.launch_persistent(kernel, too_many, _args(), {}, synchronised=True)
     assert kernel.launches == []
 
 
 def test_barrier_launch_is_cooperative_and_checked(compiled_mode):
     kernel = FakeKernel(stall=False)
-    launch.launch_persistent(kernel, CONFIG, _args(), {"BLOCK_B": 16}, barrier=True)
+    launch.launch_persistent(kernel, CONFIG, _args(), {"BLOCK_B": 16}, synchronised=True)
     [(grid, options)] = kernel.launches
     assert grid == (8,) and options["launch_cooperative_grid"] is True and options["num_warps"] == CONFIG.num_warps
 
 
 def test_stall_becomes_an_error(compiled_mode, monkeypatch):
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "75")
-    with pytest.raises(RuntimeError, match="grid barrier waited longer than 75 ms .* for all 8 programs"):
-        launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, barrier=True)
+    with pytest.raises(RuntimeError, match="program waited longer than 75 ms .* for the other programs of its grid of 8"):
+        launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, synchronised=True)
 
 
 def test_stall_check_can_be_turned_off(compiled_mode, monkeypatch):
     monkeypatch.setenv("TRITONGRU_STALL_CHECK", "0")
-    launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, barrier=True)
+    launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, synchronised=True)
 
 
 def test_kernels_without_a_barrier_launch_plainly(compiled_mode):
     kernel = FakeKernel(stall=True)
-    launch.launch_persistent(kernel, CONFIG, _args(), {}, barrier=False)
+    launch.launch_persistent(kernel, CONFIG, _args(), {}, synchronised=False)
     [(_, options)] = kernel.launches
     assert "launch_cooperative_grid" not in options

@@ -3,6 +3,7 @@ damaged and foreign files), lookup precedence, the dispatch hook, and the refusa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -60,7 +61,7 @@ def test_prune_keeps_only_valid_fitting_coresident_configs():
         config.validate(problem.hidden, problem.batch)
         if config.resident:
             assert config.weight_bytes(problem.hidden, 4) <= dispatch.WEIGHT_BUDGET_BYTES
-        if tuning.uses_barrier(config, problem.hidden):
+        if config.grid_synchronised(problem.hidden):
             assert config.num_programs <= tuning.static_capacity(config, problem, SMS)
     reasons = " ".join(reason for _, reason in pruned)
     assert "exceeds the shared-memory budget" in reasons  # e.g. all of W_hh (12 MiB fp32) in one program
@@ -86,14 +87,28 @@ def test_prune_uses_the_given_capacity_for_barrier_grids_only():
     whole = PersistentConfig(block_b=16, block_h=128, block_k=64, num_programs=1)  # one program: no barrier
     kept, pruned = tuning.prune(problem, [sliced, whole], SMS, capacity=lambda config: 4)
     assert kept == [whole]
-    assert pruned == [(sliced, "barrier grid of 8 programs cannot be co-resident (at most 4)")]
+    assert pruned == [(sliced, "synchronised grid of 8 programs cannot be co-resident (at most 4)")]
 
 
-def test_heuristic_config_is_timed_first():
+def test_heuristic_config_is_timed_first_then_its_other_exchange():
     problem = Problem(1024, 16, torch.bfloat16, True)
     kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
     baseline = dispatch.heuristic_config(problem, SMS)
-    assert tuning.rank(problem, [*kept, baseline], SMS)[0] == baseline
+    twin = dataclasses.replace(baseline, exchange="flags")
+    assert baseline.exchange == "barrier" and twin in kept
+    assert tuning.rank(problem, list(dict.fromkeys([*kept, baseline])), SMS)[:2] == [baseline, twin]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_ready_flags_are_candidates_where_the_dtype_allows(dtype):
+    problem = Problem(1024, 16, dtype, False)
+    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    flags = [config for config in kept if config.exchange == "flags"]
+    assert bool(flags) == (dtype != torch.float64)
+    assert all(config.resident and config.num_h_tiles(problem.hidden) > 1 for config in flags)
+    fp64_flags = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=64, exchange="flags")
+    _, rejected = tuning.prune(Problem(1024, 16, torch.float64, False), [fp64_flags], SMS)
+    assert "16- and 32-bit states" in rejected[0][1] and "torch.float64" in rejected[0][1]
 
 
 # -- keys --------------------------------------------------------------------------------------------
@@ -148,7 +163,7 @@ def test_saved_config_is_found_for_its_bucket_only(tables):
     entry = document["devices"][H200.key]["entries"]["h256_b16_bfloat16_d1_infer"]
     assert entry["config"] == {
         "block_b": 32, "block_h": 32, "block_k": 64, "num_programs": 16, "num_warps": 8, "num_stages": 1, "resident": True,
-        "max_registers": None,
+        "max_registers": None, "exchange": "barrier",
     }
     assert document["devices"][H200.key]["gpu"]["sms"] == 132
 
@@ -217,6 +232,9 @@ def test_bad_entries_are_skipped_and_good_ones_kept(tables):
         "h256_b64_bfloat16_d1_infer": {"config": {**good, "num_warps": True}},
         "h256_b128_bfloat16_d1_infer": {"config": {**good, "block_b": 24}},
         "h256_b256_bfloat16_d1_infer": {"config": {**good, "extra": 1}},
+        "h256_b512_bfloat16_d1_infer": {"config": {**good, "exchange": "sideways"}},
+        "h256_b1024_bfloat16_d1_infer": {"config": {**good, "exchange": 1}},
+        "h256_b16_bfloat16_d1_train": {"config": {**good, "exchange": "flags"}},
     }
     tables.user.parent.mkdir(parents=True)
     tables.user.write_text(json.dumps({"format": tuning.FORMAT, "version": tuning.FORMAT_VERSION,
@@ -225,10 +243,13 @@ def test_bad_entries_are_skipped_and_good_ones_kept(tables):
         assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) == PersistentConfig(**good)
     messages = " ".join(str(warning.message) for warning in caught)
     for expected in ("must look like", "block_b must be int, got '16'", "num_warps must be int, got True",
-                     "got 24", "config fields must be"):
+                     "got 24", "config fields must be", "exchange must be one of ('barrier', 'flags'), got 'sideways'",
+                     "exchange must be str, got 1"):
         assert expected in messages
-    for batch in (32, 64, 128, 256):
+    for batch in (32, 64, 128, 256, 512, 1024):
         assert tuning.lookup(Problem(256, batch, torch.bfloat16, False), CUDA) is None
+    flags = PersistentConfig(**good, exchange="flags")
+    assert tuning.lookup(Problem(256, 16, torch.bfloat16, True), CUDA) == flags
 
 
 def test_lookup_is_loaded_once_and_fast(tables, monkeypatch):

@@ -72,6 +72,9 @@ def _signature(kernel, dtype: torch.dtype, constexprs: dict) -> dict:
             signature[name] = "constexpr"
         elif name in ("p_len", "p_sync"):
             signature[name] = "*i32"
+        elif name == "p_xbuf":
+            # Tagged words with ready flags; otherwise the launcher passes the sync word.
+            signature[name] = "*i64" if constexprs["FLAGS"] and dtype.itemsize == 4 else "*i32"
         elif name in ("p_state", "p_dstate"):
             signature[name] = f"*{accumulator}"
         elif name.startswith("p_"):
@@ -121,7 +124,7 @@ def variants(hidden: int, batch: int, dtype: torch.dtype):
     """``(kernel, constexprs, config, barrier)`` for each launch the dispatcher plans for a shape."""
     for backward, training in ((False, False), (False, True), (True, True)):
         config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward)
-        barrier = config.uses_barrier(hidden)
+        barrier = config.grid_synchronised(hidden)
         kernel, constexprs = _launch_constants(config, hidden, dtype, backward, training)
         yield kernel, constexprs, config, barrier
 

@@ -99,13 +99,15 @@ def tile_shape(hidden: int, element_size: int, training: bool, backward: bool) -
     return training_forward if training else inference
 
 
-def heuristic_config(problem: Problem, sms: int, backward: bool = False) -> PersistentConfig:
+def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchange: str = "barrier") -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
     Batch tiles of 16 rows: the sequential product gains nothing from wider tiles, and wider ones
     spill. Warps and reduction chunks come from the compile-checked table (:func:`tile_shape`).
     W_hh goes whole into every program while it takes at most half the shared-memory budget
     (no barrier at all); otherwise hidden slices of at least 16 units, as many as there are SMs.
+    Resident slices hand on their state with ``exchange`` (the barrier unless asked: ready flags
+    are a tuning candidate until a GPU has measured them, ``perf/NOTES.md``).
     """
     H, B = problem.hidden, problem.batch
     element_size = torch.empty((), dtype=problem.dtype).element_size()
@@ -123,7 +125,7 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False) -> Pers
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
-        return dataclasses.replace(sliced, num_programs=h_tiles * groups)
+        return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=exchange)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
 
 

@@ -144,10 +144,12 @@ def parse_bucket_name(name: str) -> BucketKey:
 
 
 def format_config(config: PersistentConfig) -> str:
-    """A compact one-line form, e.g. ``b16/h64/k64/p8/w4/s1/resident``."""
+    """A compact one-line form, e.g. ``b16/h64/k64/p8/w4/s1/resident`` (``/flags`` when the
+    forward exchanges its state through ready flags)."""
     return (
         f"b{config.block_b}/h{config.block_h}/k{config.block_k}/p{config.num_programs}/"
         f"w{config.num_warps}/s{config.num_stages}/{'resident' if config.resident else 'streamed'}"
+        + ("/flags" if config.exchange == "flags" else "")
     )
 
 
@@ -209,11 +211,12 @@ def _config_from_json(data: object, hidden: int) -> PersistentConfig:
     if not isinstance(data, dict):
         raise ValueError(f"config must be an object, got {type(data).__name__}")
     fields = {field.name for field in dataclasses.fields(PersistentConfig)}
-    # max_registers came later than the first tables; it defaults to the compiler's choice.
-    if not fields - {"max_registers"} <= set(data) <= fields:
+    # Fields that came later than the first tables, with defaults: the compiler's register choice,
+    # the barrier.
+    if not fields - {"max_registers", "exchange"} <= set(data) <= fields:
         raise ValueError(f"config fields must be {sorted(fields)}, got {sorted(data)}")
     for name, value in data.items():
-        expected = bool if name == "resident" else int
+        expected = {"resident": bool, "exchange": str}.get(name, int)
         if name == "max_registers" and value is None:
             continue
         # bool is an int subclass: a stray true/false must not pass as a block size.
@@ -349,11 +352,13 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
 
     The grid follows from the tiling: one program per batch tile when a program holds all of
     W_hh; with hidden slices and resident weights, one group of slices, or one group per batch tile;
-    with streamed weights, one program per tile up to the SM count.
+    with streamed weights, one program per tile up to the SM count. Resident slices are tried with
+    both exchanges of the forward's state (barrier, ready flags) where the dtype allows flags.
     """
     H, B = problem.hidden, problem.batch
     h_pad = max(triton.next_power_of_2(H), 16)
     b_pad = max(triton.next_power_of_2(B), 16)
+    exchanges = ("barrier", "flags") if _element_size(problem.dtype) <= 4 else ("barrier",)
     configs = []
     for block_b in (b for b in SEARCH_SPACE["block_b"] if b <= b_pad):
         b_tiles = triton.cdiv(B, block_b)
@@ -367,7 +372,10 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
                 for resident, programs in grids:
                     for num_warps in SEARCH_SPACE["num_warps"]:
                         for num_stages in SEARCH_SPACE["num_stages"]:
-                            configs.append(PersistentConfig(block_b, block_h, block_k, programs, num_warps, num_stages, resident))
+                            config = PersistentConfig(block_b, block_h, block_k, programs, num_warps, num_stages, resident)
+                            configs.append(config)
+                            if resident and h_tiles > 1 and "flags" in exchanges:
+                                configs.append(dataclasses.replace(config, exchange="flags"))
     return configs
 
 
@@ -376,11 +384,6 @@ def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits
     slice in shared memory and at least one register per thread, so the real bound is never larger."""
     shared = config.weight_bytes(problem.hidden, _element_size(problem.dtype)) if config.resident else 0
     return sms * programs_per_sm(1, shared, config.num_warps, limits)
-
-
-def uses_barrier(config: PersistentConfig, hidden: int) -> bool:
-    """Whether the programs of ``config`` meet at a grid barrier (as the launchers decide it)."""
-    return config.uses_barrier(hidden)
 
 
 def prune(
@@ -401,7 +404,7 @@ def prune(
     kept, pruned = [], []
     for config in dict.fromkeys(configs):
         try:
-            config.validate(problem.hidden, problem.batch)
+            config.validate(problem.hidden, problem.batch, problem.dtype)
         except ValueError as error:
             pruned.append((config, f"invalid: {error}"))
             continue
@@ -409,10 +412,10 @@ def prune(
         if config.resident and weight_bytes > WEIGHT_BUDGET_BYTES:
             pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {WEIGHT_BUDGET_BYTES}"))
             continue
-        if uses_barrier(config, problem.hidden):
+        if config.grid_synchronised(problem.hidden):
             fits = capacity(config)
             if config.num_programs > fits:
-                pruned.append((config, f"barrier grid of {config.num_programs} programs cannot be co-resident (at most {fits})"))
+                pruned.append((config, f"synchronised grid of {config.num_programs} programs cannot be co-resident (at most {fits})"))
                 continue
         kept.append(config)
     return kept, pruned
@@ -420,12 +423,16 @@ def prune(
 
 def rank(problem: Problem, configs: list[PersistentConfig], sms: int) -> list[PersistentConfig]:
     """``configs`` in the order they are timed when a cap applies: the heuristic's choice first (the
-    baseline every result is compared with), then resident weights, grids nearest one program per
-    SM, fewer warps and stages, larger K chunks."""
+    baseline every result is compared with) and its twin with the other exchange, then resident
+    weights, grids nearest one program per SM, fewer warps and stages, larger K chunks."""
     baseline = heuristic_config(problem, sms)
+    twin = heuristic_config(problem, sms, exchange="flags" if baseline.exchange == "barrier" else "barrier")
 
     def order(config: PersistentConfig):
-        return (config != baseline, not config.resident, abs(config.num_programs - sms), config.num_warps, config.num_stages, -config.block_k)
+        return (
+            config != baseline, config != twin, not config.resident, abs(config.num_programs - sms), config.num_warps,
+            config.num_stages, -config.block_k,
+        )
 
     return sorted(configs, key=order)
 

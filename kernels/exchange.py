@@ -1,0 +1,128 @@
+"""Exchanging a step's state between programs through words that carry their own ready flag.
+
+The alternative to a grid barrier between steps. Each element of the state a program publishes is
+stored together with the step that produced it, in one word of twice its width: a 16-bit value
+(bf16, fp16) with a 16-bit tag in an int32, an fp32 value with a 32-bit tag in an int64. An aligned
+32- or 64-bit access is single-copy atomic, so a reader that sees the tag it expects sees the value
+stored with it; no fence orders a separate flag before the data (NCCL's LL protocol uses the same
+idea). A reader polls all the chunks it needs at once with volatile loads (coherent, from L2, never
+hoisted out of the loop) until every tag is current, and keeps the words of that last poll: one L2
+round trip after the last producer's store, where the barrier costs a release, an acquire poll and
+then the data load.
+
+Two slots are enough. Step ``s`` reads slot ``s % 2`` expecting tag ``s`` and writes slot
+``(s + 1) % 2`` with tag ``s + 1``. A program writes tag ``s + 2`` into slot ``s % 2`` only after it
+has read every program's state of step ``s + 1``, and each program publishes that only after it has
+read its slot ``s``. A reader of slot ``s % 2`` therefore sees tag ``s - 2`` (or the initial zeros)
+or ``s``, never a later one, so 16-bit tags that wrap around are unambiguous.
+
+A wait is bounded like the barrier's: past ``TIMEOUT_NS`` a program raises the shared error word,
+every waiting program sees it and stops waiting, and the host raises after the launch.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import globaltimer
+
+
+def _word_layout(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, int]:
+    """``(bits, word, low_mask)``: the integer type of a ``dtype`` value, the word holding it and
+    its tag, and the mask of the value's half. fp64 has none: 128-bit accesses are not single-copy
+    atomic."""
+    layouts = {2: (torch.int16, torch.int32, 0xFFFF), 4: (torch.int32, torch.int64, 0xFFFFFFFF)}
+    size = torch.empty((), dtype=dtype).element_size()
+    if size not in layouts:
+        raise ValueError(
+            f"ready flags exchange 16- and 32-bit states (a value and its tag in one atomic word), got {dtype}; "
+            "use exchange='barrier'"
+        )
+    return layouts[size]
+
+
+def word_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The word type that exchanges a ``dtype`` state (raises for fp64)."""
+    return _word_layout(dtype)[1]
+
+
+def pack_initial(h0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Host side: ``h0`` rounded to ``dtype`` as the words of step 0 (tag 0), ready for slot 0."""
+    bits, word, low = _word_layout(dtype)
+    return h0.to(dtype).contiguous().view(bits).to(word) & low
+
+
+@triton.jit
+def step_tag(step, WORD: tl.constexpr):
+    """The tag of the state produced by ``step`` steps (16 bits in an int32 word)."""
+    if WORD == tl.int32:
+        return step & 0xFFFF
+    else:
+        return tl.cast(step, tl.int64)
+
+
+@triton.jit
+def pack_tagged(values, tag, WORD: tl.constexpr):
+    """``values`` (already in the exchanged dtype) in the low half of ``WORD``, ``tag`` in the high."""
+    if WORD == tl.int32:
+        return (values.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (tag << 16)
+    else:
+        return (values.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (tag << 32)
+
+
+@triton.jit
+def unpack_tagged(words, DTYPE: tl.constexpr):
+    """The values of tagged ``words`` as ``DTYPE``."""
+    if words.dtype == tl.int32:
+        return (words & 0xFFFF).to(tl.int16).to(DTYPE, bitcast=True)
+    else:
+        return (words & 0xFFFFFFFF).to(tl.int32).to(DTYPE, bitcast=True)
+
+
+@triton.jit
+def _tag_of(words):
+    if words.dtype == tl.int32:
+        return (words >> 16) & 0xFFFF
+    else:
+        return words >> 32
+
+
+@triton.jit
+def _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One read of all ``NUM_K`` chunks of rows ``offs_b``, and whether any word is not yet ``tag``.
+
+    Every chunk's load is issued before any is checked, and the check is one reduction.
+    """
+    chunks = ()
+    for c in tl.static_range(NUM_K):
+        offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask = (offs_b < B)[:, None] & (offs_k < K)[None, :]
+        words = tl.load(p_x + offs_b[:, None] * stride_b + offs_k[None, :], mask=mask, other=0, volatile=True)
+        chunks = chunks + (words,)
+        stale_c = (_tag_of(words) != tag) & mask
+        if c == 0:
+            stale = stale_c
+        else:
+            stale = stale | stale_c
+    return chunks, tl.max(stale.to(tl.int32)) != 0
+
+
+@triton.jit
+def wait_tagged_chunks(
+    p_x, offs_b, stride_b, B, K, tag, p_error, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr,
+    WAIT: tl.constexpr, TIMEOUT_NS: tl.constexpr,
+):
+    """The ``NUM_K`` chunks ``(len(offs_b), BLOCK_K)`` of tagged words of rows
+    ``p_x[b * stride_b + k]``, once every word carries ``tag``; ``WAIT`` false reads them once
+    (timing only). The caller unpacks each chunk where it uses it (:func:`unpack_tagged`): unpacked
+    all at once, every chunk would take its own staging buffer in shared memory."""
+    chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
+    if WAIT:
+        deadline = globaltimer() + TIMEOUT_NS
+        while stale:
+            chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
+            timed_out = globaltimer() > deadline
+            if timed_out:
+                tl.atomic_xchg(p_error, 1, sem="relaxed", scope="gpu")
+            failed = tl.load(p_error, volatile=True) != 0
+            stale = stale & ~failed & ~timed_out
+    return chunks
