@@ -1,11 +1,16 @@
-"""Where a forward step's time goes: the recurrence kernel timed whole and with one stage left out.
+"""Where a forward step's time goes: the recurrence kernel timed whole and with one stage left out,
+and with the other way of handing the state between hidden slices.
 
-For each shape, ``full`` is the persistent forward kernel as the dispatcher configures it;
-``no-matmul`` leaves out the recurrent product (and the read of ``h_{t-1}`` that feeds it);
-``no-barrier`` leaves out the grid barrier (only matters for sliced configurations);
-``no-stall-check`` runs the full kernel without reading the barrier's stall word back (one host
-sync per barrier launch). The ablated kernels compute wrong results by design: timing only. Per-step microseconds of each,
-and the differences (what a stage costs), go to ``perf/results/<gpu>/breakdown.csv``.
+For each shape, ``full`` is the persistent forward kernel as the dispatcher configures it, with the
+grid barrier; ``no-matmul`` leaves out the recurrent product (and the read of ``h_{t-1}`` that feeds
+it); ``no-barrier`` leaves out the grid barrier (only matters for sliced configurations);
+``no-stall-check`` runs the full kernel without reading the stall word back (one host sync per
+synchronised launch). Where the slices are resident and the dtype allows, ``flags`` is the same
+tiling exchanging the state through ready flags instead of the barrier, and ``flags-no-wait`` the
+same without waiting for the flags. The ablated kernels compute wrong results by design: timing
+only. Per-step microseconds of each, and ``saved_us_per_step`` (the time of the variant named in
+``vs`` minus this one: what the left-out stage costs, or what flags save), go to
+``perf/results/<gpu>/breakdown.csv``.
 
     python -m perf.breakdown                 # the target shapes (bf16, T=1024, B 1/16/64, H 256-1024)
     python -m perf.breakdown --hidden 1024 --batch 1 --seq-len 256
@@ -14,6 +19,7 @@ and the differences (what a stage costs), go to ``perf/results/<gpu>/breakdown.c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -29,37 +35,54 @@ from tritongru.kernels import gru_forward
 from . import machine
 from .measure import time_call
 
-# variant -> (kernel ablation, TRITONGRU_STALL_CHECK)
-VARIANTS = {"full": ("", "1"), "no-matmul": ("matmul", "1"), "no-barrier": ("barrier", "1"), "no-stall-check": ("", "0")}
+# variant -> (exchange, kernel ablation, TRITONGRU_STALL_CHECK, the variant it is compared with)
+VARIANTS = {
+    "full": ("barrier", "", "1", None),
+    "no-matmul": ("barrier", "matmul", "1", "full"),
+    "no-barrier": ("barrier", "barrier", "1", "full"),
+    "no-stall-check": ("barrier", "", "0", "full"),
+    "flags": ("flags", "", "1", "full"),
+    "flags-no-wait": ("flags", "barrier", "1", "flags"),
+}
 STALL_CHECK_ENV = "TRITONGRU_STALL_CHECK"
 KEY = ["gpu", "commit", "dtype", "seq_len", "batch", "hidden", "variant"]
 
 
+def variants_for(config, hidden: int) -> dict:
+    """The variants that apply to ``config``: the ready-flag ones need resident hidden slices."""
+    flags = dataclasses.replace(config, exchange="flags")
+    applies = config.resident and flags.uses_ready_flags(hidden)
+    return {name: spec for name, spec in VARIANTS.items() if spec[0] == "barrier" or applies}
+
+
 def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: torch.device, rep_ms: int) -> list[dict]:
-    """One row per variant for one shape."""
+    """One row per applicable variant for one shape."""
     torch.manual_seed(0)
     gx = torch.randn(seq_len, batch, 3 * hidden, device=device, dtype=dtype)
     w_hh = torch.randn(3 * hidden, hidden, device=device, dtype=dtype) / hidden**0.5
     b_hn = torch.randn(hidden, device=device, dtype=dtype)
     h0 = torch.randn(batch, hidden, device=device, dtype=dtype)
-    config = choose_config(Problem(hidden, batch, dtype, False), device)
+    chosen = choose_config(Problem(hidden, batch, dtype, False), device)
     precision = _compat.fp32_dot_precision()
-    rows = []
-    for variant, (ablate, stall_check) in VARIANTS.items():
-        def run(ablate=ablate):
+    rows = {}
+    for variant, (exchange, ablate, stall_check, _) in variants_for(chosen, hidden).items():
+        config = dataclasses.replace(chosen, exchange=exchange)
+
+        def run(config=config, ablate=ablate):
             return gru_forward(gx, w_hh, b_hn, h0, None, False, False, config, precision, ablate=ablate)
 
         with mock.patch.dict(os.environ, {STALL_CHECK_ENV: stall_check}):
             (p50, p20, p80), timer = time_call(run, device, repeats=3, warmup_ms=25, rep_ms=rep_ms, graphable=False)
-        rows.append(dict(
+        rows[variant] = dict(
             dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=variant,
             p50_ms=p50, p20_ms=p20, p80_ms=p80, us_per_step=p50 * 1e3 / seq_len, timer=timer,
             config=str(config),
-        ))
-    full = rows[0]["us_per_step"]
-    for row in rows:
-        row["stage_us_per_step"] = full - row["us_per_step"] if row["variant"] != "full" else float("nan")
-    return rows
+        )
+    for variant, row in rows.items():
+        vs = VARIANTS[variant][3]
+        row["vs"] = vs or ""
+        row["saved_us_per_step"] = rows[vs]["us_per_step"] - row["us_per_step"] if vs else float("nan")
+    return list(rows.values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from tritongru.kernels.barrier import grid_barrier
 from tritongru.reference import gru_reference
 
 from concurrent_interpreter import concurrent_programs
-from helpers import assert_close, grads
+from helpers import OneProgramShort, assert_close, grads
 
 # The module, not the launcher of the same name that tritongru.kernels exports.
 forward_module = importlib.import_module("tritongru.kernels.gru_forward")
@@ -129,23 +129,13 @@ def test_flags_and_barrier_agree_bitwise():
         assert torch.equal(a, b), name
 
 
-class _OneProgramShort:
-    """A kernel launched on one program fewer than the grid it is told about."""
-
-    def __init__(self, kernel):
-        self.kernel, self.fn, self.arg_names = kernel, kernel.fn, kernel.arg_names
-
-    def __getitem__(self, grid):
-        return self.kernel[(grid[0] - 1,)]
-
-
 @pytest.mark.parametrize("exchange", list(EXCHANGES), ids=list(EXCHANGES))
 def test_stalled_launch_raises(exchange, monkeypatch):
     """The launcher turns the kernel's error word into an error naming the timeout."""
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "300")
     config = _grid_case(40, 4, block_h=16, block_b=16, exchange=exchange)
     kernel = forward_module.gru_fwd_persistent_kernel
-    monkeypatch.setattr(forward_module, "gru_fwd_persistent_kernel", _OneProgramShort(kernel))
+    monkeypatch.setattr(forward_module, "gru_fwd_persistent_kernel", OneProgramShort(kernel))
     x = torch.randn(2, 4, 3, dtype=EXCHANGES[exchange])
     model = tritongru.GRU(3, 40, dtype=EXCHANGES[exchange], backend="triton")
     start = time.monotonic()

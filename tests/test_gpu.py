@@ -1,23 +1,28 @@
 """GPU-only checks (skipped, and reported as skipped, without CUDA): half precision, the barrier
-path with many programs, long sequences, concurrent streams, co-residency refusal and a forced
-barrier stall that must end in an error, not a hang."""
+path with many programs, ready flags against the barrier, long sequences, concurrent streams,
+co-residency refusal and a forced stall (barrier and flags) that must end in an error, not a hang."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
 
 import tritongru
+from tritongru import _compat
 from tritongru.dispatch import H200_SMS, Problem, force_config, heuristic_config
 from tritongru.kernels import PersistentConfig, gru_forward, gru_fwd_persistent_kernel
-from tritongru.kernels.launch import accumulator_dtype, launch_persistent, new_sync_word
 from tritongru.reference import gru_recurrence_reference, gru_reference
+
+from helpers import OneProgramShort
 
 pytestmark = pytest.mark.gpu
 
 CUDA = torch.device("cuda")
+# The module, not the launcher of the same name that tritongru.kernels exports.
+forward_module = importlib.import_module("tritongru.kernels.gru_forward")
 
 
 def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -105,27 +110,48 @@ def test_grid_that_cannot_be_co_resident_is_refused():
         gru_forward(x, w, w[0, :1024], w[:16, :1024], None, False, False, too_many, "tf32")
 
 
-def test_stalled_barrier_raises_and_the_next_call_works(monkeypatch):
-    """A barrier that expects one program more than the grid has can never complete: the bounded
+@pytest.mark.parametrize("exchange", ["barrier", "flags"])
+def test_stalled_grid_raises_and_the_next_call_works(exchange, monkeypatch):
+    """A grid one program short of what its programs wait for can never finish a step: the bounded
     wait must turn that into a RuntimeError, and the next call must work normally."""
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "50")
     T, B, H = 3, 16, 256
-    config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4)
+    config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4, exchange=exchange)
     gx = torch.randn(T, B, 3 * H, device=CUDA)
     w = torch.randn(3 * H, H, device=CUDA) / H**0.5
     b_hn, h0 = torch.randn(H, device=CUDA), torch.randn(B, H, device=CUDA)
-    hbuf = torch.zeros(2, B, H, device=CUDA)
-    state = h0.clone()
-    y = torch.empty(T, B, H, device=CUDA)
-    args = (gx, w, b_hn, state, hbuf, state, y, gx, new_sync_word(CUDA), T, B, H, 2, 1, config.num_programs + 1)
-    constexprs = dict(REVERSE=False, USE_LENGTHS=False, SAVE_GATES=False, RESIDENT=True, BARRIER=True,
-                      BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, NUM_K=4, PRECISION="tf32",
-                      ACC=accumulator_dtype(torch.float32), TIMEOUT_NS=50_000_000)
-    with pytest.raises(RuntimeError, match="program waited longer than 50 ms"):
-        launch_persistent(gru_fwd_persistent_kernel, config, args, constexprs, synchronised=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(forward_module, "gru_fwd_persistent_kernel", OneProgramShort(gru_fwd_persistent_kernel))
+        with pytest.raises(RuntimeError, match="program waited longer than 50 ms"):
+            gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
     y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
     y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
     assert _relative_error(y_next, y_ref) < 1e-4 and _relative_error(h_next, h_ref) < 1e-4
+
+
+FLAG_CASES = [(torch.bfloat16, 1024, 16), (torch.bfloat16, 256, 1), (torch.float16, 512, 64), (torch.float32, 512, 16)]
+
+
+@pytest.mark.parametrize("dtype, H, B", FLAG_CASES, ids=[f"{str(d).removeprefix('torch.')}-H{h}-B{b}" for d, h, b in FLAG_CASES])
+@pytest.mark.parametrize("save", [False, True], ids=["inference", "training"])
+def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, B, save):
+    """Both exchanges hand on the same rounded states: the same bits, across 256 steps of 64
+    programs polling one another."""
+    torch.manual_seed(3)
+    T = 256
+    barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS)
+    flags = dataclasses.replace(barrier, exchange="flags")
+    assert flags.uses_ready_flags(H) and flags.grid_synchronised(H)
+    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=dtype)
+    w = (torch.randn(3 * H, H, device=CUDA) / H**0.5).to(dtype)
+    b_hn, h0 = torch.randn(H, device=CUDA, dtype=dtype), torch.randn(B, H, device=CUDA, dtype=dtype)
+    precision = _compat.fp32_dot_precision()
+    ours = gru_forward(gx, w, b_hn, h0, None, False, save, flags, precision)
+    theirs = gru_forward(gx, w, b_hn, h0, None, False, save, barrier, precision)
+    for name, a, b in zip(["y", "h_n", "hs", "gates"], ours, theirs):
+        assert torch.equal(a, b), name
+    y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
+    assert _relative_error(ours[0], y_ref) < TOLERANCE[dtype] and _relative_error(ours[1], h_ref) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -3,6 +3,8 @@ sweeps as data, the FLOP formula, merging results of several GPUs, the target ch
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -156,5 +158,19 @@ def test_breakdown_on_the_interpreter_writes_labelled_rows(tmp_path):
     assert breakdown.main(["--hidden", "20", "--batch", "2", "--seq-len", "2", "--dtype", "float32",
                            "--out", str(tmp_path)]) == 0
     frame = pd.read_csv(tmp_path / "cpu-interpreter" / "breakdown.csv")
-    assert sorted(frame["variant"]) == sorted(breakdown.VARIANTS)
+    # The interpreter's one program holds all of W_hh: no hidden slices, so no ready-flag variants.
+    assert sorted(frame["variant"]) == sorted(v for v, spec in breakdown.VARIANTS.items() if spec[0] == "barrier")
     assert frame["cpu_interpreter"].all() and (frame["us_per_step"] > 0).all()
+    no_matmul = frame.set_index("variant").loc["no-matmul"]
+    assert no_matmul["vs"] == "full" and no_matmul["saved_us_per_step"] == pytest.approx(
+        frame.set_index("variant").loc["full", "us_per_step"] - no_matmul["us_per_step"])
+
+
+def test_breakdown_offers_ready_flags_for_resident_slices_only():
+    from perf import breakdown
+    from tritongru.kernels import PersistentConfig
+
+    sliced = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=64)
+    assert "flags-no-wait" in breakdown.variants_for(sliced, 1024)
+    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, resident=False), 1024)
+    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, block_h=1024, num_programs=1), 1024)

@@ -24,7 +24,7 @@ import triton
 
 from .dispatch import H200_SMS, Problem, heuristic_config
 from .kernels import gru_bwd_persistent_kernel, gru_fwd_persistent_kernel
-from .kernels.launch import SM90_LIMITS, PersistentConfig, launch_constexprs, programs_per_sm
+from .kernels.launch import EXCHANGES, SM90_LIMITS, PersistentConfig, launch_constexprs, programs_per_sm
 
 HIDDEN = (64, 128, 256, 512, 768, 1024, 1536, 2048)
 BATCH = (1, 16, 64, 256)
@@ -120,10 +120,11 @@ def _launch_constants(config: PersistentConfig, hidden: int, dtype: torch.dtype,
     return gru_fwd_persistent_kernel, dict(constexprs, SAVE_GATES=training)
 
 
-def variants(hidden: int, batch: int, dtype: torch.dtype):
-    """``(kernel, constexprs, config, barrier)`` for each launch the dispatcher plans for a shape."""
+def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barrier"):
+    """``(kernel, constexprs, config, synchronised)`` for each launch the dispatcher plans for a
+    shape, its forwards' resident slices exchanging their state with ``exchange``."""
     for backward, training in ((False, False), (False, True), (True, True)):
-        config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward)
+        config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward, exchange)
         barrier = config.grid_synchronised(hidden)
         kernel, constexprs = _launch_constants(config, hidden, dtype, backward, training)
         yield kernel, constexprs, config, barrier
@@ -161,15 +162,15 @@ def search_tiles(hidden=HIDDEN, dtypes=(torch.float32, torch.bfloat16), arch: in
     return found
 
 
-def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, out=sys.stdout) -> list[Row]:
+def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: str = "barrier", out=sys.stdout) -> list[Row]:
     """Compile every planned variant over the shape grid and print one table row per variant."""
     rows, seen = [], {}
-    header = f"{'kernel':<8} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
+    header = f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
     print(header, file=out)
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
-                for kernel, constexprs, config, barrier in variants(H, B, dtype):
+                for kernel, constexprs, config, barrier in variants(H, B, dtype, exchange):
                     key = (kernel.fn.__name__, dtype, tuple(sorted((k, str(v)) for k, v in constexprs.items())), config.num_warps)
                     if key not in seen:
                         seen[key] = compile_variant(kernel, dtype, constexprs, config, arch)
@@ -181,11 +182,13 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, out=sys.st
                     )
                     if kernel is gru_fwd_persistent_kernel and not constexprs["SAVE_GATES"]:
                         row.kernel = "fwd-inf"
+                    if constexprs.get("FLAGS"):
+                        row.kernel += "+flags"
                     rows.append(row)
                     tiles = f"{config.block_b}/{config.block_h}/{config.block_k}"
                     status = "; ".join(row.problems) or "ok"
                     print(
-                        f"{row.kernel:<8} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {regs:>4} "
+                        f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {regs:>4} "
                         f"{spill:>5} {shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",
                         file=out, flush=True,
                     )
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", action="store_true", help="a representative subset (what the test suite runs)")
     parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {' '.join(map(str, HIDDEN))})")
     parser.add_argument("--dtype", choices=sorted(_BY_NAME), nargs="+", help="dtypes (default all three)")
+    parser.add_argument("--exchange", choices=EXCHANGES, default="barrier",
+                        help="how the forwards' resident slices exchange their state (default barrier, what the "
+                             "dispatcher plans; flags: the ready-flag twins the tuner may choose)")
     parser.add_argument("--search-tiles", action="store_true",
                         help="search the spill-free (warps, block_k) of every kernel instead (slow; feeds dispatch._TILES)")
     args = parser.parse_args(argv)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes.pop("batch", None)
         search_tiles(arch=args.arch, **shapes)
         return 0
-    rows = report(arch=args.arch, **shapes)
+    rows = report(arch=args.arch, exchange=args.exchange, **shapes)
     failed = [row for row in rows if row.problems]
     print(f"\n{len(rows)} planned launches, {len(failed)} with problems", flush=True)
     return 1 if failed else 0
