@@ -87,7 +87,7 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.breakdown", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 512, 256])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
@@ -102,24 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine.run_metadata(device, cudnn_allow_tf32=False)
     if meta["cpu_interpreter"]:
         print(machine.CPU_BANNER, flush=True)
-    rows = []
-    for hidden in args.hidden:
-        for batch in args.batch:
-            for row in measure(hidden, batch, args.seq_len, getattr(torch, args.dtype), device, args.rep_ms):
-                rows.append({**meta, **row})
-                print(f"H={hidden:5d} B={batch:4d} {row['variant']:<11} {row['us_per_step']:9.3f} us/step", flush=True)
     path = args.out / meta["gpu_slug"] / "breakdown.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
+    for hidden in args.hidden:
+        for batch in args.batch:
+            rows = [{**meta, **row} for row in measure(hidden, batch, args.seq_len, getattr(torch, args.dtype), device, args.rep_ms)]
+            for row in rows:
+                print(f"H={hidden:5d} B={batch:4d} {row['variant']:<14} {row['us_per_step']:9.3f} us/step", flush=True)
+            # Written shape by shape: a session cut short by its time limit keeps what it measured.
+            _merge(path, pd.DataFrame(rows))
+    print(f"wrote {path}")
+    return 0
+
+
+def _merge(path: Path, frame: pd.DataFrame) -> None:
+    """Add ``frame``'s rows to the CSV at ``path``, replacing rows with the same key."""
     if path.exists():
         old = pd.read_csv(path)
         merged_keys = frame[KEY].astype(str).agg("|".join, axis=1)
         old = old[~old[KEY].astype(str).agg("|".join, axis=1).isin(set(merged_keys))]
         frame = pd.concat([old, frame], ignore_index=True)
     frame.to_csv(path, index=False)
-    print(f"wrote {path}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

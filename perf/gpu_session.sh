@@ -49,7 +49,7 @@ phase gpu-tests 180 "$PY" -m pytest -q -p no:cacheprovider -n 6 -m gpu --junitxm
 phase suite-on-cuda 60 "$PY" -m pytest -q -p no:cacheprovider -n 6 -m "not gpu" -k "fp32 or streaming" \
     --junitxml="$WORK/pytest-suite.xml" tests/test_gru_module.py tests/test_streaming.py tests/test_gru_errors.py
 phase validate 20 "$PY" -m tritongru validate
-phase breakdown 50 "$PY" -m perf.breakdown --seq-len 512 --rep-ms 50 --out "$REPO/perf/results"
+phase breakdown 60 "$PY" -m perf.breakdown --seq-len 512 --batch 1 16 --rep-ms 50 --out "$REPO/perf/results"
 phase example-tritongru 20 "$PY" examples/char_lm.py --impl tritongru --steps 40 --no-progress --checkpoint "$WORK/lm.pt"
 phase example-torch 20 "$PY" examples/char_lm.py --impl torch --steps 40 --no-progress --checkpoint "$WORK/lm-torch.pt"
 phase tune 60 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 45
