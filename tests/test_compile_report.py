@@ -42,6 +42,32 @@ def test_ready_flag_twins_compile_clean_where_registers_allow():
     assert result.returncode == 0
 
 
+# Compiles the forward's ready-flag twin at H=256 and prints what its PTX says about the wait.
+_FLAGS_PTX = """
+import dataclasses, re, torch
+from tritongru.compile_report import H200_SMS, _launch_constants, compile_ahead
+from tritongru.dispatch import Problem, heuristic_config
+H, dtype = 256, torch.bfloat16
+config = dataclasses.replace(heuristic_config(Problem(H, 16, dtype, False), H200_SMS), exchange="flags")
+kernel, constexprs = _launch_constants(config, H, dtype, False, False)
+ptx = compile_ahead(kernel, dtype, constexprs, config, 90).asm["ptx"]
+loop = ptx[ptx.index("%globaltimer"):]
+print("polls_in_loop", loop.count("ld.volatile.global"))
+print("arrivals", len(re.findall(r"atom[.a-z]*\\.add", ptx)))
+"""
+
+
+def test_ready_flag_wait_polls_inside_its_loop_and_never_arrives_at_a_barrier():
+    """The poll's loads must stay in the loop (volatile: never hoisted, never served from L1), and a
+    forward with ready flags must not contain the barrier's arrival atomics."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _FLAGS_PTX], env=env, capture_output=True, text=True, timeout=600)
+    found = dict(line.split() for line in result.stdout.splitlines())
+    assert result.returncode == 0, result.stderr
+    # H=256 in chunks of 128, a batch tile of 16: every thread's share of two (16, 128) chunks.
+    assert int(found["polls_in_loop"]) >= 16 and int(found["arrivals"]) == 0, found
+
+
 def test_problems_are_reported():
     row = compile_report.Row("fwd", "bf16", 2048, 16, None, 255, 64, 240_000, 0, 128, True, True)
     assert len(row.problems) == 3

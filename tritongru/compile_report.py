@@ -88,15 +88,18 @@ def _cuobjdump() -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
-def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: PersistentConfig, arch: int) -> tuple[int, int, int]:
-    """``(registers, spill bytes, shared bytes)`` of one variant compiled for ``sm_<arch>``."""
+def compile_ahead(kernel, dtype: torch.dtype, constexprs: dict, config: PersistentConfig, arch: int):
+    """One variant compiled for ``sm_<arch>`` without a GPU (its ``asm`` holds the PTX and cubin)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     source = ASTSource(kernel, _signature(kernel, dtype, constexprs), constexprs)
-    compiled = triton.compile(
-        source, target=GPUTarget("cuda", arch, 32), options=config.compile_options()
-    )
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=config.compile_options())
+
+
+def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: PersistentConfig, arch: int) -> tuple[int, int, int]:
+    """``(registers, spill bytes, shared bytes)`` of one variant compiled for ``sm_<arch>``."""
+    compiled = compile_ahead(kernel, dtype, constexprs, config, arch)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
