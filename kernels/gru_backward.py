@@ -1,4 +1,5 @@
-"""The persistent GRU backward: one launch runs the whole sequence of one layer in reverse time.
+"""The persistent GRU backward: one launch runs the whole sequence of one layer in reverse time, for
+one direction or both (``num_dirs`` groups of programs, as in the forward).
 
 Per step and row, with ``dh`` the gradient reaching ``h_t`` (output gradient plus what step t+1
 carried back)::
@@ -27,21 +28,22 @@ from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_ti
 
 @triton.jit
 def gru_bwd_persistent_kernel(
-    p_dy,  # (T, B, H) gradient of the output
-    p_w,  # (3H, H) W_hh
-    p_hs,  # (T + 1, B, H) states saved by the forward: slot s holds the input state of step s
-    p_gates,  # (T, B, 4, H) r, z, n, gh_n saved by the forward, by step
+    p_dy,  # (T, B, D x H) gradient of the output, the directions side by side
+    p_w,  # (D, 3H, H) W_hh
+    p_hs,  # (D, T + 1, B, H) states saved by the forward: slot s holds the input state of step s
+    p_gates,  # (D, T, B, 4, H) r, z, n, gh_n saved by the forward, by step
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
-    p_dgx,  # (T, B, 3H) out: gradient of the input projection, by time index
-    p_dgh,  # (T, B, 3H) out: gradient of W_hh h + b_hh, by step
-    p_dstate,  # (B, H) in ACC: gradient of h_n in, gradient of h0 out
+    p_dgx,  # (T, B, D x 3H) out: gradient of the input projection, by time index
+    p_dgh,  # (D, T, B, 3H) out: gradient of W_hh h + b_hh, by step
+    p_dstate,  # (D, B, H) in ACC: gradient of h_n in, gradient of h0 out
     p_sync,  # (2,) int32 barrier counter and error word
     T,
     B,
     H,
     num_b_tiles,
-    num_programs,
-    REVERSE: tl.constexpr,
+    num_programs,  # per direction
+    num_dirs,
+    REVERSE: tl.constexpr,  # direction 0 ran reversed (direction 1 the other way)
     USE_LENGTHS: tl.constexpr,
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
@@ -53,7 +55,19 @@ def gru_bwd_persistent_kernel(
     ACC: tl.constexpr,
     TIMEOUT_NS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    direction = tl.program_id(0) // num_programs
+    pid = tl.program_id(0) % num_programs
+    reverse = (direction == 1) ^ REVERSE
+    # As in the forward: a time-indexed tensor's direction offset joins its 64-bit time offset.
+    dir64 = tl.cast(direction, tl.int64)
+    col_dy = dir64 * H  # this direction's columns in a row of dy
+    col_dgx = dir64 * 3 * H
+    slot0 = dir64 * (T + 1)  # this direction's first slot of hs
+    step0 = dir64 * T  # and of gates and dgh
+    p_w += dir64 * 3 * H * H
+    p_dstate += direction * B * H
+    row_dy = num_dirs * H
+    row_dgx = num_dirs * 3 * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
     if RESIDENT:
@@ -63,23 +77,24 @@ def gru_bwd_persistent_kernel(
     dtype = p_dgh.dtype.element_ty
     for rev_step in range(T):
         step = T - 1 - rev_step
-        p_dgh_s = p_dgh + tl.cast(step, tl.int64) * B * 3 * H
+        p_dgh_s = p_dgh + (step0 + step) * B * 3 * H
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask_b = offs_b < B
             mask = mask_b[:, None] & (offs_j < H)[None, :]
-            t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
+            t, valid = row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS)
             offs_bh = offs_b[:, None] * H + offs_j[None, :]
 
-            dy = tl.load(p_dy + t[:, None] * B * H + offs_bh, mask=mask & valid[:, None], other=0.0)
+            p_dy_t = p_dy + (t[:, None] * B * row_dy + col_dy) + offs_b[:, None] * row_dy + offs_j[None, :]
+            dy = tl.load(p_dy_t, mask=mask & valid[:, None], other=0.0)
             dh = tl.load(p_dstate + offs_bh, mask=mask, other=0.0) + dy.to(ACC)
-            p_g = p_gates + (tl.cast(step, tl.int64) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
+            p_g = p_gates + ((step0 + step) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
             r = tl.load(p_g, mask=mask, other=0.0).to(ACC)
             z = tl.load(p_g + H, mask=mask, other=0.0).to(ACC)
             n = tl.load(p_g + 2 * H, mask=mask, other=0.0).to(ACC)
             gh_n = tl.load(p_g + 3 * H, mask=mask, other=0.0).to(ACC)
-            p_h = p_hs + tl.cast(step, tl.int64) * B * H + offs_bh
+            p_h = p_hs + (slot0 + step) * B * H + offs_bh
             h_prev = tl.load(p_h, mask=mask, other=0.0).to(ACC)
 
             da_n = dh * (1.0 - z) * (1.0 - n * n)
@@ -92,7 +107,7 @@ def gru_bwd_persistent_kernel(
             dh_carry = tl.where(valid[:, None], dh * z, dh)
 
             offs_g = offs_b[:, None] * (3 * H) + offs_j[None, :]
-            p_dgx_t = p_dgx + t[:, None] * B * 3 * H + offs_g
+            p_dgx_t = p_dgx + (t[:, None] * B * row_dgx + col_dgx) + offs_b[:, None] * row_dgx + offs_j[None, :]
             tl.store(p_dgx_t, da_r.to(dtype), mask=mask)
             tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
@@ -101,7 +116,7 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgh_s + offs_g + 2 * H, (da_n * r).to(dtype), mask=mask)
             tl.store(p_dstate + offs_bh, dh_carry, mask=mask)
         # Every slice of dgh_t is published before any program multiplies it by W_hh.
-        grid_barrier(p_sync, num_programs, BARRIER, TIMEOUT_NS)
+        grid_barrier(p_sync, num_dirs * num_programs, BARRIER, TIMEOUT_NS)
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -124,23 +139,26 @@ def gru_bwd_persistent_kernel(
 
 
 def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
-    """Gradients of one layer and direction's recurrence, from what :func:`gru_forward` saved.
+    """Gradients of one layer's recurrence in ``D = w_hh.shape[0]`` directions, from what
+    :func:`gru_forward` saved (``reverse``: direction 0 ran reversed).
 
-    Returns ``dgx`` (T, B, 3H), the gradient of the input projection by time index; ``dgh``
-    (T, B, 3H), the gradient of ``W_hh h_{t-1} + b_hh`` by step (pairs with ``hs[:T]``); and ``dh0``.
+    Returns ``dgx`` (T, B, D x 3H), the gradient of the input projection by time index; ``dgh``
+    (D, T, B, 3H), the gradient of ``W_hh h_{t-1} + b_hh`` by step (pairs with ``hs[:, :T]``); and
+    ``dh0`` (D, B, H).
     """
-    T, B, H = dy.shape
-    config.validate(H, B)
+    D, _, H = w_hh.shape
+    T, B = dy.shape[:2]
+    config.validate(H, B, directions=D)
     dtype, device = hs.dtype, hs.device
-    dgx = empty_output((T, B, 3 * H), dtype, device)
-    dgh = empty_output((T, B, 3 * H), dtype, device)
+    dgx = empty_output((T, B, D * 3 * H), dtype, device)
+    dgh = empty_output((D, T, B, 3 * H), dtype, device)
     dstate = accumulator_state(dh_n)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
-        T, B, H, config.num_b_tiles(B), config.num_programs,
+        T, B, H, config.num_b_tiles(B), config.num_programs, D,
     )
     constexprs = launch_constexprs(
         config, H, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.grid_synchronised(H))
+    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.grid_synchronised(H), directions=D)
     return dgx, dgh, dstate.to(dtype)

@@ -1,4 +1,5 @@
-"""The persistent GRU forward: one launch runs the whole sequence of one layer and direction.
+"""The persistent GRU forward: one launch runs the whole sequence of one layer, in one direction or
+in both at once.
 
 Work split: the grid's tiles are (hidden slice, batch tile) pairs. A program owns the hidden units
 ``[j0, j0 + BLOCK_H)`` of all three gates, so it needs the ``3 x BLOCK_H x H`` rows of W_hh for its
@@ -9,6 +10,11 @@ step. With ``FLAGS`` there is no barrier: each element of ``h_t`` is published t
 step in one word, and a program polls until the whole ``h_{t-1}`` it needs carries the current step
 (``kernels/exchange.py``). With one hidden slice (W_hh fits one SM) programs are independent batch
 tiles and neither is needed.
+
+Directions: the grid is ``num_dirs`` groups of ``num_programs`` programs; group ``d`` runs
+direction ``d`` (direction 1 reversed) with its own weights, state and exchange buffers, and
+writes its half of each output row. The directions never wait for each other, but a grid barrier
+counts every program of the grid.
 
 The loop over tiles is grid-strided inside the time loop, so a grid of one program computes every
 tile: that is how the plain interpreter, which runs programs one after another, tests this same
@@ -39,23 +45,24 @@ def gate_dots(b_h, w_r, w_z, w_n, acc_r, acc_z, acc_n, PRECISION: tl.constexpr, 
 
 @triton.jit
 def gru_fwd_persistent_kernel(
-    p_gx,  # (T, B, 3H) input projection, gate order r, z, n
-    p_w,  # (3H, H) W_hh
-    p_bhn,  # (H,) b_hh of the n gate
+    p_gx,  # (T, B, D x 3H) input projection of each direction, gate order r, z, n
+    p_w,  # (D, 3H, H) W_hh
+    p_bhn,  # (D, H) b_hh of the n gate
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
-    p_hbuf,  # (hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
-    p_xbuf,  # (2, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
-    p_state,  # (B, H) running state in ACC, initialised with h0; holds h_n at the end
-    p_y,  # (T, B, H) output
-    p_gates,  # (T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
+    p_hbuf,  # (D, hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
+    p_xbuf,  # (D, 2, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
+    p_state,  # (D, B, H) running state in ACC, initialised with h0; holds h_n at the end
+    p_y,  # (T, B, D x H) output, the directions side by side
+    p_gates,  # (D, T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
     p_sync,  # (2,) int32 barrier counter and error word
     T,
     B,
     H,
     hbuf_slots,
     num_b_tiles,
-    num_programs,
-    REVERSE: tl.constexpr,
+    num_programs,  # per direction
+    num_dirs,
+    REVERSE: tl.constexpr,  # direction 0 runs reversed (direction 1 runs the other way)
     USE_LENGTHS: tl.constexpr,
     SAVE_GATES: tl.constexpr,
     RESIDENT: tl.constexpr,
@@ -70,7 +77,25 @@ def gru_fwd_persistent_kernel(
     TIMEOUT_NS: tl.constexpr,
     ABLATE: tl.constexpr = "",
 ):
-    pid = tl.program_id(0)
+    direction = tl.program_id(0) // num_programs
+    pid = tl.program_id(0) % num_programs
+    reverse = (direction == 1) ^ REVERSE
+    # Offsets across time can pass 2**31 elements (long T x B x 3H): they are 64-bit, and a
+    # time-indexed tensor's direction offset joins its time offset in one 64-bit addition, so that
+    # every address formed from its base pointer adds a 64-bit offset (tests/test_offsets.py).
+    # Offsets inside one step stay 32-bit (the launcher checks B x D x 3H < 2**31).
+    dir64 = tl.cast(direction, tl.int64)
+    col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
+    col_y = dir64 * H
+    slot0 = dir64 * hbuf_slots  # this direction's first slot of hbuf
+    step0 = dir64 * T  # and of gates
+    # Tensors without a time axis move to this direction's part once.
+    p_w += dir64 * 3 * H * H
+    p_bhn += direction * H
+    p_xbuf += dir64 * 2 * B * H
+    p_state += direction * B * H
+    row_gx = num_dirs * 3 * H
+    row_y = num_dirs * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
     if RESIDENT:
@@ -79,14 +104,12 @@ def gru_fwd_persistent_kernel(
         w_r = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_z = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
         w_n = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-    # Offsets across time can pass 2**31 elements (long T x B x 3H): they are 64-bit. Offsets inside
-    # one step stay 32-bit (the launcher checks B x 3H < 2**31).
-    stride_t = tl.cast(B, tl.int64) * 3 * H
+    stride_t = tl.cast(B, tl.int64) * row_gx
     DTYPE = p_hbuf.dtype.element_ty
     WORD = p_xbuf.dtype.element_ty
     for step in range(T):
-        p_h_in = p_hbuf + tl.cast(step % hbuf_slots, tl.int64) * B * H
-        p_h_out = p_hbuf + tl.cast((step + 1) % hbuf_slots, tl.int64) * B * H
+        p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
+        p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
         p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
         p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
@@ -94,7 +117,7 @@ def gru_fwd_persistent_kernel(
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
             mask_j = offs_j < H
             mask_b = offs_b < B
-            t, valid = row_time(p_len, offs_b, mask_b, step, T, REVERSE, USE_LENGTHS)
+            t, valid = row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS)
             mask = mask_b[:, None] & mask_j[None, :]
 
             acc_r = tl.zeros((BLOCK_B, BLOCK_H), ACC)
@@ -128,7 +151,7 @@ def gru_fwd_persistent_kernel(
                         acc_r, acc_z, acc_n, PRECISION, ACC,
                     )
 
-            p_gx_t = p_gx + t[:, None] * stride_t + offs_b[:, None] * (3 * H) + offs_j[None, :]
+            p_gx_t = p_gx + (t[:, None] * stride_t + col_gx) + offs_b[:, None] * row_gx + offs_j[None, :]
             gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)
             gx_z = tl.load(p_gx_t + H, mask=mask, other=0.0).to(ACC)
             gx_n = tl.load(p_gx_t + 2 * H, mask=mask, other=0.0).to(ACC)
@@ -149,9 +172,10 @@ def gru_fwd_persistent_kernel(
                 # The saved states of training, or the barrier's exchange.
                 tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)
             b_y = tl.where(valid[:, None], h_new, 0.0)
-            tl.store(p_y + t[:, None] * B * H + offs_bh, b_y.to(p_y.dtype.element_ty), mask=mask)
+            p_y_t = p_y + (t[:, None] * B * row_y + col_y) + offs_b[:, None] * row_y + offs_j[None, :]
+            tl.store(p_y_t, b_y.to(p_y.dtype.element_ty), mask=mask)
             if SAVE_GATES:
-                p_g = p_gates + (tl.cast(step, tl.int64) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
+                p_g = p_gates + ((step0 + step) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
                 dtype = p_gates.dtype.element_ty
                 tl.store(p_g, r.to(dtype), mask=mask)
                 tl.store(p_g + H, z.to(dtype), mask=mask)
@@ -160,49 +184,51 @@ def gru_fwd_persistent_kernel(
         # Ends the step: every slice of h_t is published before anyone reads it. Without a barrier
         # (ready flags, or one program per batch tile) it only orders this program's own stores
         # before its next loads.
-        grid_barrier(p_sync, num_programs, BARRIER and ABLATE != "barrier", TIMEOUT_NS)
+        grid_barrier(p_sync, num_dirs * num_programs, BARRIER and ABLATE != "barrier", TIMEOUT_NS)
 
 
 def gru_forward(
     gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str, ablate: str = ""
 ):
-    """Run the recurrence of one layer and direction.
+    """Run the recurrence of one layer in ``D = w_hh.shape[0]`` directions (1, or 2: forward and
+    reverse); ``reverse`` runs direction 0 reversed (and a second direction forward).
 
-    ``gx`` (T, B, 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates.
-    Returns ``y`` (T, B, H), ``h_n`` (B, H), and, when ``save``, what the backward needs: the states
-    ``hs`` (T + 1, B, H) and the gates (T, B, 4, H); otherwise two empty tensors.
+    ``gx`` (T, B, D x 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates of
+    each direction; ``w_hh`` is (D, 3H, H), ``b_hn`` (D, H), ``h0`` (D, B, H). Returns ``y``
+    (T, B, D x H), ``h_n`` (D, B, H), and, when ``save``, what the backward needs: the states ``hs``
+    (D, T + 1, B, H) and the gates (D, T, B, 4, H); otherwise two empty tensors.
 
     ``ablate`` leaves one stage out, for timing where a step's time goes (``perf/breakdown.py``):
     ``"matmul"`` the recurrent product, ``"barrier"`` the wait for the other programs (the barrier,
     or the polls for ready flags); its results are wrong by design.
     """
-    T, B, H3 = gx.shape
-    H = H3 // 3
+    D, _, H = w_hh.shape
+    T, B = gx.shape[:2]
     dtype, device = gx.dtype, gx.device
-    config.validate(H, B, dtype)
+    config.validate(H, B, dtype, directions=D)
     sync = new_sync_word(device)
     slots = T + 1 if save else 2
-    hbuf = empty_output((slots, B, H), dtype, device)
-    hbuf[0].copy_(h0)
+    hbuf = empty_output((D, slots, B, H), dtype, device)
+    hbuf[:, 0].copy_(h0)
     if config.uses_ready_flags(H):
         # Slot 1 starts as zeros: tag 0, which step 1 (expecting tag 1) never takes for its own.
-        xbuf = torch.zeros((2, B, H), dtype=word_dtype(dtype), device=device)
-        xbuf[0].copy_(pack_initial(h0, dtype))
+        xbuf = torch.zeros((D, 2, B, H), dtype=word_dtype(dtype), device=device)
+        xbuf[:, 0].copy_(pack_initial(h0, dtype))
     else:
         xbuf = sync
     state = accumulator_state(h0)
-    y = empty_output((T, B, H), dtype, device)
-    gates = empty_output((T, B, 4, H), dtype, device) if save else gx.new_empty(0)
+    y = empty_output((T, B, D * H), dtype, device)
+    gates = empty_output((D, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        T, B, H, slots, config.num_b_tiles(B), config.num_programs,
+        T, B, H, slots, config.num_b_tiles(B), config.num_programs, D,
     )
     constexprs = launch_constexprs(
         config, H, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch_persistent(
         gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate),
-        config.grid_synchronised(H),
+        config.grid_synchronised(H), directions=D,
     )
     h_n = state.to(dtype)
     if not save:

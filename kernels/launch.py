@@ -103,9 +103,9 @@ class PersistentConfig:
         """Chunks of ``block_k`` along a reduction of length ``reduction`` (H forward, 3H backward)."""
         return triton.cdiv(reduction, self.block_k)
 
-    def validate(self, hidden: int, batch: int, dtype: torch.dtype | None = None) -> None:
+    def validate(self, hidden: int, batch: int, dtype: torch.dtype | None = None, directions: int = 1) -> None:
         """Raise ValueError unless this configuration can run ``hidden`` x ``batch`` (of ``dtype``,
-        when given)."""
+        when given) in ``directions`` directions per launch."""
         for name in ("block_b", "block_h", "block_k"):
             value = getattr(self, name)
             if value < 16 or value & (value - 1):
@@ -118,7 +118,7 @@ class PersistentConfig:
             raise ValueError("exchange='flags' needs resident=True (a step polls all its chunks at once, unrolled)")
         if dtype is not None and self.uses_ready_flags(hidden):
             word_dtype(dtype)
-        check_step_size(batch, hidden)
+        check_step_size(batch, hidden, directions)
         if self.resident and self.num_programs % self.num_h_tiles(hidden):
             raise ValueError(
                 f"resident weights need num_programs to be a multiple of the {self.num_h_tiles(hidden)} "
@@ -153,12 +153,12 @@ def launch_constexprs(
     return constexprs if backward else dict(constexprs, FLAGS=flags)
 
 
-def check_step_size(batch: int, hidden: int) -> None:
+def check_step_size(batch: int, hidden: int, directions: int = 1) -> None:
     """The kernels index within one timestep with 32-bit offsets (time offsets are 64-bit)."""
-    if batch * 3 * hidden >= 2**31:
+    if batch * directions * 3 * hidden >= 2**31:
         raise ValueError(
-            f"batch x 3 x hidden must stay below 2**31 elements per timestep, got {batch} x 3 x {hidden} = "
-            f"{batch * 3 * hidden}; split the batch"
+            f"batch x directions x 3 x hidden must stay below 2**31 elements per timestep, got {batch} x "
+            f"{directions} x 3 x {hidden} = {batch * directions * 3 * hidden}; split the batch"
         )
 
 
@@ -208,8 +208,10 @@ def new_sync_word(device: torch.device) -> torch.Tensor:
     return torch.zeros(2, dtype=torch.int32, device=device)
 
 
-def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool) -> None:
-    """Launch ``kernel`` over ``config.num_programs`` programs.
+def launch_persistent(
+    kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, directions: int = 1
+) -> None:
+    """Launch ``kernel`` over ``config.num_programs`` programs per direction.
 
     ``synchronised``: the programs wait for one another, so the grid must be co-resident. The
     kernel's ``p_sync`` argument is the sync word; after such a launch its error word is checked
@@ -218,19 +220,21 @@ def launch_persistent(kernel, config: PersistentConfig, args: tuple, constexprs:
     sync = _sync_arg(kernel, args)
     # Triton launches on the current device: make it the tensors' (they may live on another GPU).
     with torch.cuda.device(sync.device) if sync.device.type == "cuda" else contextlib.nullcontext():
-        _launch(kernel, config, args, constexprs, synchronised, sync)
+        _launch(kernel, config, args, constexprs, synchronised, sync, directions * config.num_programs)
 
 
-def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, sync: torch.Tensor) -> None:
-    grid = (config.num_programs,)
+def _launch(
+    kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, sync: torch.Tensor, programs: int
+) -> None:
+    grid = (programs,)
     launch_options = config.compile_options()
     device = sync.device
     if synchronised and not INTERPRET:
         launch_options["launch_cooperative_grid"] = True
         capacity = co_resident_capacity(kernel, args, constexprs, launch_options, device)
-        if config.num_programs > capacity:
+        if programs > capacity:
             raise RuntimeError(
-                f"{kernel.fn.__name__}: a grid of {config.num_programs} programs cannot be co-resident on "
+                f"{kernel.fn.__name__}: a grid of {programs} programs cannot be co-resident on "
                 f"{_device_name(device)} (at most {capacity} fit); refusing to launch a "
                 "kernel whose programs wait for one another and would hang"
             )
@@ -241,7 +245,7 @@ def _launch(kernel, config: PersistentConfig, args: tuple, constexprs: dict, syn
             raise RuntimeError(
                 f"{kernel.fn.__name__}: a program waited longer than "
                 f"{barrier_timeout_ns() / 1e6:.0f} ms (TRITONGRU_BARRIER_TIMEOUT_MS) for the other programs of its "
-                f"grid of {config.num_programs}; another process may be occupying SMs. "
+                f"grid of {programs}; another process may be occupying SMs. "
                 "The results of this call are invalid; the next call starts from fresh sync words."
             )
 

@@ -41,22 +41,20 @@ def load_row_chunk(p_a, offs_b, c, stride_b, B, K, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def row_time(p_len, offs_b, mask_b, step, T, REVERSE: tl.constexpr, USE_LENGTHS: tl.constexpr):
+def row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS: tl.constexpr):
     """Time index each row reads and writes at ``step``, and whether the row is still running.
 
-    A row of length L runs steps ``0 .. L-1``; the reverse direction starts at its own last element,
-    ``t = L - 1 - step``. Once a row has finished, it is mapped to ``t = step``, a padded position
-    (``step >= L``), where outputs and input gradients are written as zeros.
+    A row of length L runs steps ``0 .. L-1``; in ``reverse`` (a runtime flag: the two directions of
+    one launch share the code) it starts at its own last element, ``t = L - 1 - step``. Once a row
+    has finished, it is mapped to ``t = step``, a padded position (``step >= L``), where outputs and
+    input gradients are written as zeros.
     """
     if USE_LENGTHS:
         length = tl.load(p_len + offs_b, mask=mask_b, other=0)
     else:
         length = tl.full(offs_b.shape, 0, tl.int32) + T
     valid = (step < length) & mask_b
-    if REVERSE:
-        t = tl.where(valid, length - 1 - step, step)
-    else:
-        t = tl.full(offs_b.shape, 0, tl.int32) + step
+    t = tl.where(valid & reverse, length - 1 - step, step)
     return t.to(tl.int64), valid
 
 

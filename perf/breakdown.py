@@ -59,9 +59,9 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
     """One row per applicable variant for one shape."""
     torch.manual_seed(0)
     gx = torch.randn(seq_len, batch, 3 * hidden, device=device, dtype=dtype)
-    w_hh = torch.randn(3 * hidden, hidden, device=device, dtype=dtype) / hidden**0.5
-    b_hn = torch.randn(hidden, device=device, dtype=dtype)
-    h0 = torch.randn(batch, hidden, device=device, dtype=dtype)
+    w_hh = torch.randn(1, 3 * hidden, hidden, device=device, dtype=dtype) / hidden**0.5
+    b_hn = torch.randn(1, hidden, device=device, dtype=dtype)
+    h0 = torch.randn(1, batch, hidden, device=device, dtype=dtype)
     chosen = choose_config(Problem(hidden, batch, dtype, False), device)
     precision = _compat.fp32_dot_precision()
     rows = {}

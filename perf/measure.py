@@ -94,7 +94,11 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
 
 def tritongru_config(case: Case, device: torch.device) -> tuple[str, str]:
     """The launch configuration tritongru picks for ``case`` and where it comes from."""
-    problem = dispatch.Problem(case.hidden, case.batch, getattr(torch, case.dtype), case.mode != "inference")
+    dtype, training = getattr(torch, case.dtype), case.mode != "inference"
+    per_launch = 1
+    if case.directions == 2:
+        per_launch = dispatch.directions_per_launch(case.hidden, case.batch, dtype, training, device)
+    problem = dispatch.Problem(case.hidden, case.batch, dtype, training, per_launch)
     config = dispatch.choose_config(problem, device)
     if _compat.INTERPRET:
         source = "interpreter"

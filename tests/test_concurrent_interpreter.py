@@ -29,6 +29,12 @@ forward_module = importlib.import_module("tritongru.kernels.gru_forward")
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py runs these on a GPU")
 
 
+@pytest.fixture(autouse=True)
+def patient_waits(monkeypatch):
+    """Interpreted programs sharing two cores take seconds per step: a GPU's 2 s wait is too short."""
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "120000")
+
+
 @triton.jit
 def _rounds_kernel(p_slots, p_sums, p_sync, num_programs, ROUNDS: tl.constexpr, TIMEOUT_NS: tl.constexpr):
     """Each round every program publishes a value and, after the barrier, sums everyone's."""
@@ -118,8 +124,8 @@ def test_flags_and_barrier_agree_bitwise():
     torch.manual_seed(12)
     T, B, H = 5, 3, 64
     gx = torch.randn(T, B, 3 * H)
-    w_hh = torch.randn(3 * H, H) / H**0.5
-    b_hn, h0 = torch.randn(H), torch.randn(B, H)
+    w_hh = torch.randn(1, 3 * H, H) / H**0.5
+    b_hn, h0 = torch.randn(1, H), torch.randn(1, B, H)
     results = {}
     for exchange in EXCHANGES:
         config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)

@@ -101,13 +101,25 @@ def test_concurrent_streams_agree_with_serial():
         assert torch.equal(a, b)
 
 
+def _one_direction(T, B, H, dtype=torch.float32):
+    """Random inputs of one direction's recurrence, in the operator's (D, ...) layout with D = 1."""
+    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=dtype)
+    w = (torch.randn(1, 3 * H, H, device=CUDA) / H**0.5).to(dtype)
+    return gx, w, torch.randn(1, H, device=CUDA, dtype=dtype), torch.randn(1, B, H, device=CUDA, dtype=dtype)
+
+
+def _reference(gx, w, b_hn, h0):
+    """The float64 reference of a one-direction operator call: y (T, B, H) and h_n (1, B, H)."""
+    y, h_n = gru_recurrence_reference(gx.double(), w[0].double(), b_hn[0].double(), h0[0].double())
+    return y, h_n[None]
+
+
 def test_grid_that_cannot_be_co_resident_is_refused():
     config = dataclasses.replace(heuristic_config(Problem(1024, 16, torch.bfloat16, False), H200_SMS))
     too_many = dataclasses.replace(config, num_programs=config.num_h_tiles(1024) * 1000)
-    x = torch.randn(4, 16, 3 * 1024, device=CUDA, dtype=torch.bfloat16)
-    w = torch.randn(3 * 1024, 1024, device=CUDA, dtype=torch.bfloat16)
+    gx, w, b_hn, h0 = _one_direction(4, 16, 1024, torch.bfloat16)
     with force_config(too_many), pytest.raises(RuntimeError, match="cannot be co-resident"):
-        gru_forward(x, w, w[0, :1024], w[:16, :1024], None, False, False, too_many, "tf32")
+        gru_forward(gx, w, b_hn, h0, None, False, False, too_many, "tf32")
 
 
 @pytest.mark.parametrize("exchange", ["barrier", "flags"])
@@ -117,15 +129,15 @@ def test_stalled_grid_raises_and_the_next_call_works(exchange, monkeypatch):
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "50")
     T, B, H = 3, 16, 256
     config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4, exchange=exchange)
-    gx = torch.randn(T, B, 3 * H, device=CUDA)
-    w = torch.randn(3 * H, H, device=CUDA) / H**0.5
-    b_hn, h0 = torch.randn(H, device=CUDA), torch.randn(B, H, device=CUDA)
+    gx, w, b_hn, h0 = _one_direction(T, B, H)
     with monkeypatch.context() as patch:
         patch.setattr(forward_module, "gru_fwd_persistent_kernel", OneProgramShort(gru_fwd_persistent_kernel))
         with pytest.raises(RuntimeError, match="program waited longer than 50 ms"):
             gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
+    # The default timeout again: other test workers share this GPU, and the clock runs while they do.
+    monkeypatch.delenv("TRITONGRU_BARRIER_TIMEOUT_MS")
     y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
-    y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
+    y_ref, h_ref = _reference(gx, w, b_hn, h0)
     assert _relative_error(y_next, y_ref) < 1e-4 and _relative_error(h_next, h_ref) < 1e-4
 
 
@@ -142,15 +154,13 @@ def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, 
     barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS)
     flags = dataclasses.replace(barrier, exchange="flags")
     assert flags.uses_ready_flags(H) and flags.grid_synchronised(H)
-    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=dtype)
-    w = (torch.randn(3 * H, H, device=CUDA) / H**0.5).to(dtype)
-    b_hn, h0 = torch.randn(H, device=CUDA, dtype=dtype), torch.randn(B, H, device=CUDA, dtype=dtype)
+    gx, w, b_hn, h0 = _one_direction(T, B, H, dtype)
     precision = _compat.fp32_dot_precision()
     ours = gru_forward(gx, w, b_hn, h0, None, False, save, flags, precision)
     theirs = gru_forward(gx, w, b_hn, h0, None, False, save, barrier, precision)
     for name, a, b in zip(["y", "h_n", "hs", "gates"], ours, theirs):
         assert torch.equal(a, b), name
-    y_ref, h_ref = gru_recurrence_reference(gx.double(), w.double(), b_hn.double(), h0.double())
+    y_ref, h_ref = _reference(gx, w, b_hn, h0)
     assert _relative_error(ours[0], y_ref) < TOLERANCE[dtype] and _relative_error(ours[1], h_ref) < TOLERANCE[dtype]
 
 
@@ -204,9 +214,7 @@ def test_no_memory_growth_over_training_steps():
 def test_saved_state_matches_the_documented_size():
     """The forward keeps 5 H elements per row and step for the backward (plus h0's slot)."""
     T, B, H = 128, 8, 512
-    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=torch.bfloat16)
-    w = torch.randn(3 * H, H, device=CUDA, dtype=torch.bfloat16)
-    b_hn, h0 = torch.randn(H, device=CUDA, dtype=torch.bfloat16), torch.randn(B, H, device=CUDA, dtype=torch.bfloat16)
+    gx, w, b_hn, h0 = _one_direction(T, B, H, torch.bfloat16)
     _, _, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, True)
     assert hs.numel() + gates.numel() == 5 * H * B * T + H * B
 
@@ -217,13 +225,10 @@ def test_offsets_past_2_pow_31_elements():
     T, B, H = 16384, 64, 1024
     assert T * B * 3 * H > 2**31
     torch.manual_seed(4)
-    gx = torch.randn(T, B, 3 * H, device=CUDA, dtype=torch.bfloat16)
-    w = (torch.randn(3 * H, H, device=CUDA) / H**0.5).to(torch.bfloat16)
-    b_hn, h0 = torch.randn(H, device=CUDA, dtype=torch.bfloat16), torch.randn(B, H, device=CUDA, dtype=torch.bfloat16)
+    gx, w, b_hn, h0 = _one_direction(T, B, H, torch.bfloat16)
     y, h_n, _, _ = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, False)
     # Only the last steps are compared: they lie past 2**31 elements of gx and y.
     tail = 4
-    state = y[-tail - 1].double()
-    y_ref, h_ref = gru_recurrence_reference(gx[-tail:].double(), w.double(), b_hn.double(), state)
+    y_ref, h_ref = _reference(gx[-tail:], w, b_hn, y[-tail - 1][None])
     assert _relative_error(y[-tail:], y_ref) < 5e-2 and _relative_error(h_n, h_ref) < 5e-2
     del gx, y

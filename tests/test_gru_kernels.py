@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tritongru
+from tritongru import dispatch
 from tritongru.dispatch import force_config
 from tritongru.kernels import PersistentConfig
 from tritongru.reference import gru_recurrence_reference, gru_reference
@@ -83,15 +84,58 @@ def test_config_validation():
         PersistentConfig(block_b=16, block_h=16, block_k=16, num_programs=4).validate(40, 4)
 
 
-def test_op_matches_recurrence_reference():
-    """The operator on its own, with b_hh of r and z folded into gx as the functional layer does."""
+@pytest.mark.parametrize("directions", [1, 2], ids=["one-direction", "two-directions"])
+def test_op_matches_recurrence_reference(directions):
+    """The operator on its own, with b_hh of r and z folded into gx as the functional layer does;
+    with two directions in one launch, the second runs reversed and writes the right half of y."""
     torch.manual_seed(6)
-    T, B, H = 4, 3, 20
-    gx = torch.randn(T, B, 3 * H, dtype=torch.float64, device=DEVICE)
-    w = torch.randn(3 * H, H, dtype=torch.float64, device=DEVICE) / H**0.5
-    b_hn, h0 = torch.randn(H, dtype=torch.float64, device=DEVICE), torch.randn(B, H, dtype=torch.float64, device=DEVICE)
+    T, B, H, D = 4, 3, 20, directions
+    gx = torch.randn(T, B, D * 3 * H, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(D, 3 * H, H, dtype=torch.float64, device=DEVICE) / H**0.5
+    b_hn, h0 = torch.randn(D, H, dtype=torch.float64, device=DEVICE), torch.randn(D, B, H, dtype=torch.float64, device=DEVICE)
     y, h_n, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, False)
-    y_ref, h_ref = gru_recurrence_reference(gx, w, b_hn, h0)
-    assert hs.numel() == 0 and gates.numel() == 0
-    assert_close(y, y_ref, torch.float64, "y")
-    assert_close(h_n, h_ref, torch.float64, "h_n")
+    assert hs.numel() == 0 and gates.numel() == 0 and y.shape == (T, B, D * H) and h_n.shape == (D, B, H)
+    for d in range(D):
+        gx_d = gx[..., d * 3 * H : (d + 1) * 3 * H]
+        y_ref, h_ref = gru_recurrence_reference(gx_d.flip(0) if d else gx_d, w[d], b_hn[d], h0[d])
+        assert_close(y[..., d * H : (d + 1) * H], y_ref.flip(0) if d else y_ref, torch.float64, f"y of direction {d}")
+        assert_close(h_n[d], h_ref, torch.float64, f"h_n of direction {d}")
+
+
+def test_op_names_shapes_it_cannot_take():
+    gx, w, b_hn, h0 = torch.randn(4, 3, 60), torch.randn(60, 20), torch.randn(1, 20), torch.randn(1, 3, 20)
+    with pytest.raises(ValueError, match=r"w_hh must be \(D, 3H, H\) with D directions \(1 or 2\), got \(60, 20\)"):
+        torch.ops.tritongru.gru_recurrence(gx, w, b_hn, h0, None, False, False)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(1, 3, 20\) .* got \(2, 3, 20\)"):
+        torch.ops.tritongru.gru_recurrence(gx, w[None], b_hn, torch.randn(2, 3, 20), None, False, False)
+
+
+@pytest.mark.parametrize("split", list(CONFIGS), ids=list(CONFIGS))
+def test_one_launch_for_both_directions_equals_one_per_direction(split, monkeypatch):
+    """Fusing a layer's directions into one launch changes which programs run, not what they
+    compute: the outputs are bitwise those of one launch per direction; the gradients agree to
+    rounding (one input GEMM over both directions sums dx in another order)."""
+    torch.manual_seed(7)
+    T, B, inputs, H = 3, 18, 3, 40 if split == "sliced" else 20
+    x = torch.randn(T, B, inputs, device=DEVICE, requires_grad=True)
+    model = tritongru.GRU(inputs, H, 2, bidirectional=True, backend="triton").to(DEVICE)
+    lengths = torch.randint(1, T + 1, (B,))
+    results = {}
+    for per_launch in (2, 1):
+        monkeypatch.setattr(dispatch, "directions_per_launch", lambda *args, n=per_launch: n)
+        with force_config(CONFIGS[split](H, B)):
+            y, h_n = tritongru.gru(x, None, list(model._flat_weights), num_layers=2, bidirectional=True,
+                                   lengths=lengths, backend="triton")
+            results[per_launch] = [y, h_n, *grads([y, h_n], [x, *model.parameters()])]
+    assert torch.equal(results[2][0], results[1][0]) and torch.equal(results[2][1], results[1][1])
+    for fused, separate in zip(results[2][2:], results[1][2:]):
+        assert_close(fused, separate, torch.float32, "gradient")
+
+
+def test_directions_share_a_launch_while_both_grids_fit(monkeypatch):
+    # The planner as on an H200 (under the interpreter every configuration is one program).
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    cpu = torch.device("cpu")
+    assert dispatch.directions_per_launch(256, 10, torch.float32, True, cpu) == 2  # 2 x 16 slices
+    assert dispatch.directions_per_launch(64, 1, torch.bfloat16, False, cpu) == 2  # no barrier at all
+    assert dispatch.directions_per_launch(2048, 16, torch.bfloat16, True, cpu) == 1  # 2 x 128 slices

@@ -11,24 +11,26 @@ import tritongru
 from conftest import DEVICE
 
 
-def _op_args(T=3, B=2, H=5, dtype=torch.float64, lengths=None, reverse=False, save=True):
+def _op_args(T=3, B=2, H=5, D=1, dtype=torch.float64, lengths=None, reverse=False, save=True):
     torch.manual_seed(0)
     make = lambda *s: torch.randn(*s, dtype=dtype, device=DEVICE, requires_grad=True)  # noqa: E731
-    return (make(T, B, 3 * H), make(3 * H, H), make(H), make(B, H), lengths, reverse, save)
+    return (make(T, B, D * 3 * H), make(D, 3 * H, H), make(D, H), make(D, B, H), lengths, reverse, save)
 
 
-@pytest.mark.parametrize("variant", ["plain", "reverse-lengths", "inference"])
+@pytest.mark.parametrize("variant", ["plain", "reverse-lengths", "inference", "two-directions"])
 def test_opcheck_forward(variant):
     lengths = torch.tensor([3, 1], dtype=torch.int32, device=DEVICE) if variant == "reverse-lengths" else None
-    args = _op_args(lengths=lengths, reverse=variant == "reverse-lengths", save=variant != "inference")
+    args = _op_args(D=2 if variant == "two-directions" else 1, lengths=lengths, reverse=variant == "reverse-lengths",
+                    save=variant != "inference")
     if variant == "inference":
         # save=False keeps nothing for a backward: it is the no-grad path.
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(torch.ops.tritongru.gru_recurrence.default, args)
 
 
-def test_opcheck_backward():
-    gx, w, b, h0, lengths, reverse, _ = _op_args()
+@pytest.mark.parametrize("directions", [1, 2])
+def test_opcheck_backward(directions):
+    gx, w, b, h0, lengths, reverse, _ = _op_args(D=directions)
     y, h_n, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w, b, h0, lengths, reverse, True)
     dy, dh = torch.randn_like(y), torch.randn_like(h_n)
     torch.library.opcheck(torch.ops.tritongru.gru_recurrence_backward.default,

@@ -48,5 +48,8 @@ def test_time_offsets_are_64_bit(kernel):
 
 def test_step_larger_than_32_bit_offsets_is_refused():
     check_step_size(2**14, 2**14 // 3)
-    with pytest.raises(ValueError, match=r"below 2\*\*31 elements per timestep, got 65536 x 3 x 16384"):
+    with pytest.raises(ValueError, match=r"below 2\*\*31 elements per timestep, got 65536 x 1 x 3 x 16384"):
         check_step_size(65536, 16384)
+    check_step_size(2**13, 2**14 // 3, directions=2)
+    with pytest.raises(ValueError, match=r"got 32768 x 2 x 3 x 16384"):
+        check_step_size(32768, 16384, directions=2)

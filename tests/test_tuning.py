@@ -47,7 +47,7 @@ def on_gpu_path(monkeypatch):
 
 
 def result(problem: Problem, config: PersistentConfig, identity=H200) -> tuning.TuningResult:
-    return tuning.TuningResult(problem, 1, identity, config, 1.0, 2.0, 128, 3, [])
+    return tuning.TuningResult(problem, identity, config, 1.0, 2.0, 128, 3, [])
 
 
 # -- pruning ---------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_batch_bucket_is_next_power_of_two(batch, bucket):
 
 
 def test_bucket_key_and_name_round_trip():
-    key = tuning.bucket_key(Problem(256, 10, torch.bfloat16, True), directions=2)
+    key = tuning.bucket_key(Problem(256, 10, torch.bfloat16, True, directions=2))
     assert key == (256, 16, "bfloat16", 2, True)
     assert tuning.bucket_name(key) == "h256_b16_bfloat16_d2_train"
     assert tuning.parse_bucket_name("h256_b16_bfloat16_d2_train") == key

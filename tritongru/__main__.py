@@ -151,6 +151,7 @@ def cmd_tune(args: argparse.Namespace, argv: list[str]) -> int:
         batches=args.batch or tuning.DEFAULT_BATCHES,
         dtypes=[getattr(torch, name) for name in (args.dtype or ["bfloat16"])],
         training=[mode == "training" for mode in (args.mode or ["inference", "training"])],
+        directions=args.directions or [1],
     )
     path = Path(args.out) if args.out else tuning.tuning_file()
     print(f"tuning {len(problems)} problems on {torch.cuda.get_device_name(device)} (T={args.seq_len}, "
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--batch", nargs="+", action="extend", type=_positive_int, metavar="B", help=f"batch sizes (default {' '.join(map(str, tuning.DEFAULT_BATCHES))})")
     tune.add_argument("--dtype", nargs="+", action="extend", choices=DTYPES, help="dtypes (default bfloat16)")
     tune.add_argument("--mode", nargs="+", action="extend", choices=("inference", "training"), help="default: both")
+    tune.add_argument("--directions", nargs="+", action="extend", type=int, choices=(1, 2),
+                      help="directions one launch runs (2: both of a bidirectional layer); default 1")
     tune.add_argument("--seq-len", type=_positive_int, default=128, help="time steps of the timed calls (default 128)")
     tune.add_argument("--max-configs", type=_positive_int, default=16, help="configurations timed per problem (default 16)")
     tune.add_argument("--time-budget", type=float, metavar="S", help="start no new problem after S seconds")

@@ -51,6 +51,7 @@ class Problem:
     batch: int
     dtype: torch.dtype
     training: bool
+    directions: int = 1  # run by one launch: 2 when both directions of a layer share it
 
 
 def sm_count(device: torch.device) -> int:
@@ -112,6 +113,8 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchang
     H, B = problem.hidden, problem.batch
     element_size = torch.empty((), dtype=problem.dtype).element_size()
     num_warps, block_k, max_registers = tile_shape(H, element_size, problem.training, backward)
+    # The SMs one direction's programs may take (the grid is directions x num_programs).
+    sms = max(1, sms // problem.directions)
     block_b = 16
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
@@ -120,13 +123,30 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchang
     )
     if 3 * h_pad * H * element_size <= WEIGHT_BUDGET_BYTES // 2:
         return whole
-    block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms)))
+    # Slices sized for one direction on all SMs, whatever the directions: the compile-checked tiles.
+    block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
     sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps, max_registers=max_registers)
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
         return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=exchange)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
+
+
+def directions_per_launch(hidden: int, batch: int, dtype: torch.dtype, training: bool, device: torch.device) -> int:
+    """2 when one launch can run both directions of a bidirectional layer, else 1.
+
+    Both directions share a launch when the configurations chosen for that (forward, and backward
+    when training) either need no co-residency or keep both directions' programs within one
+    program per SM; otherwise each direction gets its own launch and the whole GPU.
+    """
+    problem = Problem(hidden, batch, dtype, training, directions=2)
+    sms = sm_count(device)
+    for backward in (False, True) if training else (False,):
+        config = choose_config(problem, device, backward)
+        if config.grid_synchronised(hidden) and 2 * config.num_programs > sms:
+            return 1
+    return 2
 
 
 def interpreter_config(problem: Problem) -> PersistentConfig:

@@ -1,7 +1,8 @@
 """``gru()``: a multi-layer, optionally bidirectional GRU over a padded batch, one operator call per
-layer and direction.
+layer (both directions in one launch where the GPU can hold both grids at once, else one call per
+direction).
 
-The input projection of a layer and direction is a single GEMM over all timesteps
+The input projection of a layer's directions is a single GEMM over all timesteps
 (``F.linear``, differentiated by autograd); ``b_hh`` of the r and z gates is folded into its bias,
 since those gates add it unscaled. The recurrence is ``torch.ops.tritongru.gru_recurrence``.
 """
@@ -15,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from . import _compat
+from . import _compat, dispatch
 from . import ops as _ops  # noqa: F401  (registers torch.ops.tritongru)
 from .reference import gru_reference
 
@@ -132,26 +133,41 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
     if lengths is not None:
         lengths = lengths.to(device=x.device, dtype=torch.int32)
     save = _needs_grad([input, hx, *params])
+    per_launch = 1
+    if bidirectional:
+        per_launch = dispatch.directions_per_launch(H, B, x.dtype, save, x.device)
     h_n = []
     for layer in range(num_layers):
         outputs = []
-        for direction in range(num_dirs):
-            index = layer * num_dirs + direction
-            w_ih, w_hh, *biases = params[index * per_dir : (index + 1) * per_dir]
-            if biases:
-                b_ih, b_hh = biases
-                bias = b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])
-                b_hn = b_hh[2 * H :]
-            else:
-                bias, b_hn = None, w_hh.new_zeros(H)
-            gx = F.linear(x, w_ih, bias)
-            y, h_last, _, _ = torch.ops.tritongru.gru_recurrence(
-                gx, w_hh, b_hn, hx[index], lengths, direction == 1, save
-            )
+        for first in range(0, num_dirs, per_launch):
+            directions = range(layer * num_dirs + first, layer * num_dirs + first + per_launch)
+            y, h_last = _recurrence(x, hx, params, directions, per_dir, H, lengths, first == 1, save)
             outputs.append(y)
             h_n.append(h_last)
-        x = outputs[0] if num_dirs == 1 else torch.cat(outputs, dim=-1)
+        x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, p=dropout, training=True)
     output = x.transpose(0, 1) if batch_first else x
-    return output, torch.stack(h_n)
+    return output, torch.cat(h_n)
+
+
+def _recurrence(x, hx, params, directions, per_dir, H, lengths, reverse, save):
+    """One launch for the layer directions with flat indices ``directions`` (consecutive; the first
+    runs reversed when ``reverse``): their input projection is one GEMM and their outputs come
+    back side by side, ``(T, B, len(directions) x H)``, with ``h_n`` ``(len(directions), B, H)``."""
+    w_ih, w_hh, bias, b_hn = [], [], [], []
+    for index in directions:
+        w_ih_d, w_hh_d, *biases = params[index * per_dir : (index + 1) * per_dir]
+        w_ih.append(w_ih_d)
+        w_hh.append(w_hh_d)
+        if biases:
+            b_ih_d, b_hh_d = biases
+            bias.append(b_ih_d + torch.cat([b_hh_d[: 2 * H], b_hh_d.new_zeros(H)]))
+            b_hn.append(b_hh_d[2 * H :])
+        else:
+            b_hn.append(w_hh_d.new_zeros(H))
+    gx = F.linear(x, torch.cat(w_ih), torch.cat(bias) if bias else None)
+    y, h_last, _, _ = torch.ops.tritongru.gru_recurrence(
+        gx, torch.stack(w_hh), torch.stack(b_hn), hx[directions.start : directions.stop], lengths, reverse, save
+    )
+    return y, h_last

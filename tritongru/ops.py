@@ -1,8 +1,9 @@
 """The recurrence as PyTorch operators: ``torch.ops.tritongru.gru_recurrence`` and its backward.
 
-One call is one layer and direction. The input projection stays outside (an ordinary
-``F.linear``, differentiated by autograd), so the operator's inputs are the projection ``gx``,
-``W_hh``, the n gate's ``b_hh`` and ``h0``. Both operators have fake (meta) implementations, so
+One call is one layer in ``D`` directions (``D = w_hh.shape[0]``: 1, or 2 for forward and reverse
+in one launch). The input projection stays outside (an ordinary ``F.linear``, differentiated by
+autograd), so the operator's inputs are the projection ``gx`` (T, B, D x 3H), ``W_hh`` (D, 3H, H),
+the n gate's ``b_hh`` (D, H) and ``h0`` (D, B, H). Both operators have fake (meta) implementations, so
 ``torch.compile`` traces through them without a graph break, and the forward has an autograd
 formula whose backward is the second operator.
 """
@@ -20,19 +21,32 @@ from .kernels import gru_backward, gru_forward
 from .kernels.launch import accumulator_dtype
 
 
-def _config(gx: Tensor, hidden: int, training: bool, backward: bool = False):
+def _config(gx: Tensor, w_hh: Tensor, training: bool, backward: bool = False):
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
-    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training), gx.device, backward)
+    directions, _, hidden = w_hh.shape
+    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device, backward)
+
+
+def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
+    if w_hh.dim() != 3 or w_hh.shape[0] not in (1, 2) or w_hh.shape[1] != 3 * w_hh.shape[2]:
+        raise ValueError(f"w_hh must be (D, 3H, H) with D directions (1 or 2), got {tuple(w_hh.shape)}")
+    D, _, H = w_hh.shape
+    T, B = gx.shape[:2]
+    for name, tensor, shape in (("gx", gx, (T, B, D * 3 * H)), ("b_hn", b_hn, (D, H)), ("h0", h0, (D, B, H))):
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} for w_hh of shape {tuple(w_hh.shape)}, got {tuple(tensor.shape)}")
 
 
 @torch.library.custom_op("tritongru::gru_recurrence", mutates_args=(), device_types=("cuda", "cpu"))
 def gru_recurrence(
     gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool, save: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run one layer and direction: ``(y, h_n, hs, gates)``; ``hs`` and ``gates`` are empty unless ``save``."""
-    config = _config(gx, w_hh.shape[1], save)
+    """Run one layer in ``D`` directions: ``(y, h_n, hs, gates)``, see :func:`tritongru.kernels.gru_forward`;
+    ``hs`` and ``gates`` are empty unless ``save``."""
+    _check_shapes(gx, w_hh, b_hn, h0)
+    config = _config(gx, w_hh, save)
     return gru_forward(
         gx.contiguous(), w_hh.contiguous(), b_hn.contiguous(), h0.contiguous(), lengths, reverse, save, config,
         _compat.fp32_dot_precision(),
@@ -42,18 +56,18 @@ def gru_recurrence(
 @gru_recurrence.register_fake
 def _(gx, w_hh, b_hn, h0, lengths, reverse, save):
     T, B, _ = gx.shape
-    H = w_hh.shape[1]
-    hs = gx.new_empty(T + 1, B, H) if save else gx.new_empty(0)
-    gates = gx.new_empty(T, B, 4, H) if save else gx.new_empty(0)
-    return gx.new_empty(T, B, H), gx.new_empty(B, H), hs, gates
+    D, _, H = w_hh.shape
+    hs = gx.new_empty(D, T + 1, B, H) if save else gx.new_empty(0)
+    gates = gx.new_empty(D, T, B, 4, H) if save else gx.new_empty(0)
+    return gx.new_empty(T, B, D * H), gx.new_empty(D, B, H), hs, gates
 
 
 @torch.library.custom_op("tritongru::gru_recurrence_backward", mutates_args=(), device_types=("cuda", "cpu"))
 def gru_recurrence_backward(
     dy: Tensor, dh_n: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor], reverse: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(dgx, dgh, dh0)`` of one layer and direction; see :func:`tritongru.kernels.gru_backward`."""
-    config = _config(hs, w_hh.shape[1], True, backward=True)
+    """``(dgx, dgh, dh0)`` of one layer in ``D`` directions; see :func:`tritongru.kernels.gru_backward`."""
+    config = _config(dy, w_hh, True, backward=True)
     return gru_backward(
         dy.contiguous(), dh_n.contiguous(), w_hh.contiguous(), hs, gates, lengths, reverse, config,
         _compat.fp32_dot_precision(),
@@ -62,8 +76,9 @@ def gru_recurrence_backward(
 
 @gru_recurrence_backward.register_fake
 def _(dy, dh_n, w_hh, hs, gates, lengths, reverse):
-    T, B, H = dy.shape
-    return hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, 3 * H), hs.new_empty(B, H)
+    T, B, _ = dy.shape
+    D, _, H = w_hh.shape
+    return hs.new_empty(T, B, D * 3 * H), hs.new_empty(D, T, B, 3 * H), hs.new_empty(D, B, H)
 
 
 def _setup_context(ctx, inputs, output):
@@ -82,10 +97,10 @@ def _backward(ctx, dy, dh_n, _dhs, _dgates):
         )
     w_hh, hs, gates, lengths = ctx.saved_tensors
     dgx, dgh, dh0 = torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, ctx.reverse)
-    T, B, H = dy.shape
-    dgh_rows = dgh.reshape(T * B, 3 * H)
-    dw_hh = dgh_rows.t().mm(hs[:T].reshape(T * B, H))
-    db_hn = dgh_rows[:, 2 * H :].sum(0, dtype=accumulator_dtype(dgh.dtype, torch)).to(dgh.dtype)
+    D, T, B, H3 = dgh.shape
+    dgh_rows = dgh.reshape(D, T * B, H3)
+    dw_hh = torch.bmm(dgh_rows.transpose(1, 2), hs[:, :T].reshape(D, T * B, H3 // 3))
+    db_hn = dgh_rows[:, :, 2 * H3 // 3 :].sum(1, dtype=accumulator_dtype(dgh.dtype, torch)).to(dgh.dtype)
     return dgx, dw_hh, db_hn, dh0, None, None, None
 
 

@@ -119,13 +119,12 @@ BucketKey = tuple[int, int, str, int, bool]
 _BUCKET_RE = re.compile(r"^h(\d+)_b(\d+)_([a-z0-9]+)_d([12])_(train|infer)$")
 
 
-def bucket_key(problem: Problem, directions: int = 1) -> BucketKey:
-    """``(hidden, batch bucket, dtype name, directions, training)`` of ``problem``.
-
-    The operator launches one direction at a time, so its lookups use ``directions=1``; the field
-    keeps tables valid if a kernel ever runs both directions in one launch.
-    """
-    return (problem.hidden, batch_bucket(problem.batch), _dtype_name(problem.dtype), directions, problem.training)
+def bucket_key(problem: Problem) -> BucketKey:
+    """``(hidden, batch bucket, dtype name, directions, training)`` of ``problem``; ``directions``
+    counts the directions one launch runs (2 when a bidirectional layer's share one launch)."""
+    return (
+        problem.hidden, batch_bucket(problem.batch), _dtype_name(problem.dtype), problem.directions, problem.training
+    )
 
 
 def bucket_name(key: BucketKey) -> str:
@@ -300,7 +299,7 @@ def autotune_enabled() -> bool:
     return os.environ.get(AUTOTUNE_ENV, "0") == "1"
 
 
-def lookup(problem: Problem, device: torch.device, directions: int = 1) -> PersistentConfig | None:
+def lookup(problem: Problem, device: torch.device) -> PersistentConfig | None:
     """The tuned configuration of ``problem`` on ``device``, or None when no table has one.
 
     With ``TRITONGRU_AUTOTUNE=1`` a miss on a GPU tunes the problem now (seconds), saves it to the
@@ -309,19 +308,19 @@ def lookup(problem: Problem, device: torch.device, directions: int = 1) -> Persi
     if device.type != "cuda":
         return None
     identity = device_identity(device)
-    key = bucket_key(problem, directions)
+    key = bucket_key(problem)
     config = tables().get(identity.key, {}).get(key)
     if config is None and autotune_enabled() and (identity.key, key) not in _failed_autotune:
-        config = _autotune_on_miss(problem, device, directions, identity, key)
+        config = _autotune_on_miss(problem, device, identity, key)
     return config
 
 
-def _autotune_on_miss(problem, device, directions, identity, key) -> PersistentConfig | None:
+def _autotune_on_miss(problem, device, identity, key) -> PersistentConfig | None:
     # Timing inside a CUDA-graph capture would record the tuner's launches into the user's graph.
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         return None
     try:
-        result = tune_problem(problem, device, directions=directions)
+        result = tune_problem(problem, device)
     except (RuntimeError, ValueError) as error:
         _failed_autotune.add((identity.key, key))
         warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 could not tune {bucket_name(key)}: {error}", RuntimeWarning, stacklevel=4)
@@ -356,6 +355,7 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
     both exchanges of the forward's state (barrier, ready flags) where the dtype allows flags.
     """
     H, B = problem.hidden, problem.batch
+    sms = max(1, sms // problem.directions)  # what one direction's programs may take
     h_pad = max(triton.next_power_of_2(H), 16)
     b_pad = max(triton.next_power_of_2(B), 16)
     exchanges = ("barrier", "flags") if _element_size(problem.dtype) <= 4 else ("barrier",)
@@ -404,7 +404,7 @@ def prune(
     kept, pruned = [], []
     for config in dict.fromkeys(configs):
         try:
-            config.validate(problem.hidden, problem.batch, problem.dtype)
+            config.validate(problem.hidden, problem.batch, problem.dtype, problem.directions)
         except ValueError as error:
             pruned.append((config, f"invalid: {error}"))
             continue
@@ -413,9 +413,9 @@ def prune(
             pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {WEIGHT_BUDGET_BYTES}"))
             continue
         if config.grid_synchronised(problem.hidden):
-            fits = capacity(config)
-            if config.num_programs > fits:
-                pruned.append((config, f"synchronised grid of {config.num_programs} programs cannot be co-resident (at most {fits})"))
+            fits, programs = capacity(config), problem.directions * config.num_programs
+            if programs > fits:
+                pruned.append((config, f"synchronised grid of {programs} programs cannot be co-resident (at most {fits})"))
                 continue
         kept.append(config)
     return kept, pruned
@@ -446,7 +446,6 @@ class TuningResult:
     """The outcome of tuning one problem on one GPU."""
 
     problem: Problem
-    directions: int
     identity: GPUIdentity
     config: PersistentConfig
     median_ms: float
@@ -457,7 +456,7 @@ class TuningResult:
 
     @property
     def key(self) -> BucketKey:
-        return bucket_key(self.problem, self.directions)
+        return bucket_key(self.problem)
 
 
 def require_gpu(device: torch.device | None = None) -> torch.device:
@@ -482,18 +481,18 @@ def require_gpu(device: torch.device | None = None) -> torch.device:
 def _random_inputs(problem: Problem, seq_len: int, device: torch.device) -> dict[str, torch.Tensor]:
     # A private generator: tuning in the middle of a user's program must not move their RNG state.
     generator = torch.Generator(device=device).manual_seed(0)
-    H, B, dtype = problem.hidden, problem.batch, problem.dtype
+    H, B, D, dtype = problem.hidden, problem.batch, problem.directions, problem.dtype
 
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, generator=generator, device=device, dtype=torch.float32) * scale).to(dtype)
 
     return {
-        "gx": randn(seq_len, B, 3 * H),
-        "w_hh": randn(3 * H, H, scale=H**-0.5),
-        "b_hn": randn(H, scale=0.1),
-        "h0": randn(B, H),
-        "dy": randn(seq_len, B, H),
-        "dh_n": randn(B, H),
+        "gx": randn(seq_len, B, D * 3 * H),
+        "w_hh": randn(D, 3 * H, H, scale=H**-0.5),
+        "b_hn": randn(D, H, scale=0.1),
+        "h0": randn(D, B, H),
+        "dy": randn(seq_len, B, D * H),
+        "dh_n": randn(D, B, H),
     }
 
 
@@ -521,7 +520,6 @@ def tune_problem(
     problem: Problem,
     device: torch.device | None = None,
     *,
-    directions: int = 1,
     seq_len: int = 128,
     max_configs: int = 16,
     log: Callable[[str], None] = lambda message: None,
@@ -556,7 +554,7 @@ def tune_problem(
         times[config] = triton.testing.do_bench(run, return_mode="median")
         log(f"  {format_config(config)}: {times[config]:.4f} ms")
     best = min(times, key=times.get)
-    return TuningResult(problem, directions, device_identity(device), best, times[best], times[baseline], seq_len, len(times), pruned)
+    return TuningResult(problem, device_identity(device), best, times[best], times[baseline], seq_len, len(times), pruned)
 
 
 def save_results(results: Iterable[TuningResult], path: Path | None = None) -> Path:
@@ -620,10 +618,13 @@ def problem_set(
     batches: Iterable[int] = DEFAULT_BATCHES,
     dtypes: Iterable[torch.dtype] = (torch.bfloat16,),
     training: Iterable[bool] = (False, True),
+    directions: Iterable[int] = (1,),
 ) -> list[Problem]:
     """Every combination of the given values, as problems to tune, in the order given (hidden
-    outermost, then batch, then inference before training)."""
-    return [Problem(h, b, d, t) for d in dtypes for h in hiddens for b in batches for t in training]
+    outermost, then batch, then inference before training, then directions per launch)."""
+    return [
+        Problem(h, b, d, t, n) for d in dtypes for h in hiddens for b in batches for t in training for n in directions
+    ]
 
 
 def tune(
