@@ -52,6 +52,15 @@ def barrier_timeout_ns() -> int:
 EXCHANGES = ("barrier", "flags")
 
 
+def resident_bytes_per_weight(dtype: torch.dtype) -> int:
+    """Shared memory one resident weight element takes. fp32 counts twice: under 3xTF32 (the
+    precision unless TF32 is allowed) the compiler hoists the split of each loop-invariant weight
+    into a high and a low TF32 part out of the time loop and keeps both on chip (checked by
+    compiling for sm_90); plans must hold for either precision."""
+    size = torch.empty((), dtype=dtype).element_size()
+    return 2 * size if dtype == torch.float32 else size
+
+
 @dataclasses.dataclass(frozen=True)
 class PersistentConfig:
     """How one persistent launch splits its work.
@@ -125,9 +134,10 @@ class PersistentConfig:
                 f"hidden slices, got {self.num_programs}"
             )
 
-    def weight_bytes(self, hidden: int, element_size: int) -> int:
-        """Bytes of W_hh one program keeps on chip (3 gates, the reduction padded to whole chunks)."""
-        return self.block_h * self.num_k(3 * hidden) * self.block_k * element_size
+    def weight_bytes(self, hidden: int, dtype: torch.dtype) -> int:
+        """Bytes of shared memory W_hh takes in one program (3 gates, the reduction padded to whole
+        chunks), at :func:`resident_bytes_per_weight` of ``dtype``."""
+        return self.block_h * self.num_k(3 * hidden) * self.block_k * resident_bytes_per_weight(dtype)
 
 
 def launch_constexprs(
@@ -193,7 +203,10 @@ _capacity_cache: dict = {}
 def co_resident_capacity(kernel, args: tuple, constexprs: dict, options: dict, device: torch.device) -> int:
     """The largest grid of this compiled variant (``options``: its launch options, so that the
     warm-up compiles exactly what is launched) that can be resident at once on ``device``."""
-    key = (kernel.fn.__name__, device.index, tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
+    # The tensors' dtypes are part of the compiled variant: bf16 and fp32 at the same constexprs
+    # differ in shared memory and registers.
+    dtypes = tuple(str(arg.dtype) for arg in args if isinstance(arg, torch.Tensor))
+    key = (kernel.fn.__name__, device.index, dtypes, tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
     if key not in _capacity_cache:
         compiled = kernel.warmup(*args, grid=(1,), **options, **constexprs)
         compiled._init_handles()

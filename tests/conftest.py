@@ -17,6 +17,11 @@ import tritongru.kernels.launch as launch  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu")
 
+if DEVICE.type == "cuda":
+    # nn.GRU, the comparison, must run its fp32 products in fp32, not TF32 (cuDNN's default for
+    # RNNs); the kernels follow torch.backends.cuda.matmul.allow_tf32, which defaults to False.
+    torch.backends.cudnn.allow_tf32 = False
+
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):

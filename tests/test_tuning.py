@@ -60,7 +60,7 @@ def test_prune_keeps_only_valid_fitting_coresident_configs():
     for config in kept:
         config.validate(problem.hidden, problem.batch)
         if config.resident:
-            assert config.weight_bytes(problem.hidden, 4) <= dispatch.WEIGHT_BUDGET_BYTES
+            assert config.weight_bytes(problem.hidden, problem.dtype) <= dispatch.WEIGHT_BUDGET_BYTES
         if config.grid_synchronised(problem.hidden):
             assert config.num_programs <= tuning.static_capacity(config, problem, SMS)
     reasons = " ".join(reason for _, reason in pruned)
@@ -77,7 +77,7 @@ def test_prune_reasons_name_the_values():
     _, pruned_big = tuning.prune(problem_big, [too_big], SMS)
     reasons = dict(pruned + pruned_big)
     assert "block_b must be a power of two >= 16" in reasons[invalid] and "got 24" in reasons[invalid]
-    assert "12582912 bytes" in reasons[too_big]
+    assert "25165824 bytes" in reasons[too_big]
     assert f"{SMS * 40} programs cannot be co-resident" in reasons[crowded]
 
 

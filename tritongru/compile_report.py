@@ -114,9 +114,12 @@ def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: Persis
 
 
 def _launch_constants(config: PersistentConfig, hidden: int, dtype: torch.dtype, backward: bool, training: bool):
-    """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction)."""
+    """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction).
+
+    fp32 products compile as 3xTF32: the default at run time (TF32 not allowed), and the heavier of
+    the two precisions (it keeps two TF32 copies of the resident weights)."""
     constexprs = launch_constexprs(
-        config, hidden, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32"
+        config, hidden, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32x3"
     )
     if backward:
         return gru_bwd_persistent_kernel, constexprs

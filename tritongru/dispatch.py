@@ -21,7 +21,7 @@ import torch
 import triton
 
 from ._compat import INTERPRET
-from .kernels.launch import PersistentConfig, device_limits
+from .kernels.launch import PersistentConfig, device_limits, resident_bytes_per_weight
 
 # Shared memory one program may give to its weight slice; the rest of the 227 KB per block holds
 # the staged operands of the dots and the barrier's static words.
@@ -121,13 +121,13 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchang
     whole = PersistentConfig(
         block_b, h_pad, block_k, num_programs=min(b_tiles, sms), num_warps=num_warps, max_registers=max_registers
     )
-    if 3 * h_pad * H * element_size <= WEIGHT_BUDGET_BYTES // 2:
+    if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) <= WEIGHT_BUDGET_BYTES // 2:
         return whole
     # Slices sized for one direction on all SMs, whatever the directions: the compile-checked tiles.
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
     sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps, max_registers=max_registers)
     h_tiles = sliced.num_h_tiles(H)
-    if sliced.weight_bytes(H, element_size) <= WEIGHT_BUDGET_BYTES:
+    if sliced.weight_bytes(H, problem.dtype) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
         return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=exchange)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)

@@ -382,7 +382,7 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
 def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits: dict = SM90_LIMITS) -> int:
     """An upper bound of the co-resident grid, before compiling: the kernel uses at least its weight
     slice in shared memory and at least one register per thread, so the real bound is never larger."""
-    shared = config.weight_bytes(problem.hidden, _element_size(problem.dtype)) if config.resident else 0
+    shared = config.weight_bytes(problem.hidden, problem.dtype) if config.resident else 0
     return sms * programs_per_sm(1, shared, config.num_warps, limits)
 
 
@@ -400,7 +400,6 @@ def prune(
     :func:`static_capacity`, an upper bound that needs no GPU.
     """
     capacity = capacity or (lambda config: static_capacity(config, problem, sms, limits))
-    element_size = _element_size(problem.dtype)
     kept, pruned = [], []
     for config in dict.fromkeys(configs):
         try:
@@ -408,7 +407,7 @@ def prune(
         except ValueError as error:
             pruned.append((config, f"invalid: {error}"))
             continue
-        weight_bytes = config.weight_bytes(problem.hidden, element_size)
+        weight_bytes = config.weight_bytes(problem.hidden, problem.dtype)
         if config.resident and weight_bytes > WEIGHT_BUDGET_BYTES:
             pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {WEIGHT_BUDGET_BYTES}"))
             continue
@@ -536,7 +535,13 @@ def tune_problem(
     inputs = _random_inputs(problem, seq_len, device)
     # The baseline is what runs untuned: its result is the one every candidate must agree with,
     # and its time the one the table records next to the best.
-    expected = _runner(problem, inputs, baseline)()
+    try:
+        expected = _runner(problem, inputs, baseline)()
+    except (RuntimeError, ValueError, triton.TritonError) as error:
+        raise RuntimeError(
+            f"the untuned configuration {format_config(baseline)} of {bucket_name(bucket_key(problem))} failed its "
+            f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
+        ) from error
     tolerance = AGREEMENT_TOLERANCE[problem.dtype]
     times: dict[PersistentConfig, float] = {}
     for config in candidates:
@@ -553,6 +558,9 @@ def tune_problem(
             continue
         times[config] = triton.testing.do_bench(run, return_mode="median")
         log(f"  {format_config(config)}: {times[config]:.4f} ms")
+    if baseline not in times:
+        reasons = "; ".join(f"{format_config(config)}: {reason}" for config, reason in pruned if config == baseline)
+        raise RuntimeError(f"the untuned configuration {format_config(baseline)} could not be timed ({reasons})")
     best = min(times, key=times.get)
     return TuningResult(problem, device_identity(device), best, times[best], times[baseline], seq_len, len(times), pruned)
 
