@@ -6,7 +6,7 @@ Two work splits (see ``kernels/gru_forward.py``):
   are independent batch tiles, no grid barrier;
 * **hidden slices** otherwise: ``ceil(H / block_h)`` programs per batch-tile group, one grid barrier
   per step; each slice's weights stay resident while they fit the shared-memory budget, and are
-  re-read from L2 every step when they do not (very large H, fp32 at H >= 1536).
+  re-read from L2 every step when they do not (bf16 beyond H ~ 2048, fp32 beyond H = 512).
 
 Under the interpreter one program computes every tile (programs run one after another there, so a
 barrier with more than one program would never complete).
