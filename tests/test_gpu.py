@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tritongru
-from tritongru import _compat
+from tritongru import _compat, dispatch
 from tritongru.dispatch import H200_SMS, Problem, force_config, heuristic_config
 from tritongru.kernels import PersistentConfig, gru_forward, gru_fwd_persistent_kernel
 from tritongru.reference import gru_recurrence_reference, gru_reference
@@ -83,6 +83,20 @@ def test_long_sequence_barrier_path():
 def test_sliced_config_is_resident_with_a_barrier():
     config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS)
     assert config.resident and config.grid_synchronised(1024)
+
+
+@pytest.mark.parametrize("H, B", [(1024, 16), (256, 10)], ids=["H1024-B16", "H256-B10"])
+def test_one_launch_for_both_directions_equals_one_per_direction(H, B, monkeypatch):
+    """2 x 64 (2 x 16) programs in one grid, each direction's barrier shared with the other's."""
+    torch.manual_seed(5)
+    model = tritongru.GRU(32, H, bidirectional=True, backend="triton", device=CUDA, dtype=torch.bfloat16)
+    x = torch.randn(128, B, 32, device=CUDA, dtype=torch.bfloat16)
+    assert dispatch.directions_per_launch(H, B, torch.bfloat16, False, CUDA) == 2
+    with torch.no_grad():
+        fused = model(x)
+        monkeypatch.setattr(dispatch, "directions_per_launch", lambda *args: 1)
+        separate = model(x)
+    assert torch.equal(fused[0], separate[0]) and torch.equal(fused[1], separate[1])
 
 
 def test_concurrent_streams_agree_with_serial():
