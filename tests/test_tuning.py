@@ -101,7 +101,7 @@ def test_heuristic_config_is_timed_first_then_its_other_exchange():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 def test_ready_flags_are_candidates_where_the_dtype_allows(dtype):
-    problem = Problem(1024, 16, dtype, False)
+    problem = Problem(512, 16, dtype, False)  # resident slices in every dtype
     kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
     flags = [config for config in kept if config.exchange == "flags"]
     assert bool(flags) == (dtype != torch.float64)
