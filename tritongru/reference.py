@@ -21,8 +21,9 @@ def gru_cell_reference(x: torch.Tensor, h: torch.Tensor, w_ih, w_hh, b_ih=None, 
 
 
 def gru_recurrence_reference(gx: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor, h0: torch.Tensor):
-    """What ``torch.ops.tritongru.gru_recurrence`` computes (full lengths, forward direction):
-    ``gx`` (T, B, 3H) the input projection with ``b_hh`` of r and z folded in -> ``(y, h_n)``."""
+    """What ``torch.ops.tritongru.gru_recurrence`` computes for one forward direction (full
+    lengths), without its leading direction axis: ``gx`` (T, B, 3H) the input projection with
+    ``b_hh`` of r and z folded in, ``w_hh`` (3H, H), ``b_hn`` (H,), ``h0`` (B, H) -> ``(y, h_n)``."""
     b_hh = torch.cat([b_hn.new_zeros(2 * b_hn.numel()), b_hn])
     h, ys = h0, []
     for gx_t in gx:
