@@ -6,6 +6,7 @@ On a GPU these launches are covered by ``test_gpu.py``; here they check the prot
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 
@@ -15,6 +16,7 @@ import triton
 import triton.language as tl
 
 import tritongru
+from tritongru import dispatch
 from tritongru.dispatch import force_config
 from tritongru.kernels import PersistentConfig
 from tritongru.kernels.barrier import grid_barrier
@@ -92,13 +94,19 @@ def _grid_case(H: int, B: int, block_h: int, block_b: int, exchange: str = "barr
 EXCHANGES = {"barrier": torch.float64, "flags": torch.float32}
 
 
-@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+# (with_lengths, tiles per program): one tile each (3 slices x 2 batch tiles = 6 programs per
+# direction), or every batch tile of its slice (3 programs, each with 2 tiles a step in turn).
+GRIDS = {"full": (False, 1), "lengths": (True, 1), "lengths-two-tiles-each": (True, 2)}
+
+
+@pytest.mark.parametrize("grid", list(GRIDS), ids=list(GRIDS))
 @pytest.mark.parametrize("exchange", list(EXCHANGES), ids=list(EXCHANGES))
-def test_resident_slices_match_reference(exchange, with_lengths):
-    """H=40 in three resident hidden slices, B=18 in two batch tiles: six programs, one tile each,
-    forward and backward both directions, waiting for one another every step."""
+def test_resident_slices_match_reference(exchange, grid):
+    """H=40 in three resident hidden slices, B=18 in two batch tiles, both directions in one
+    launch: forward and backward, the programs waiting for one another every step."""
     torch.manual_seed(11)
     T, B, inputs, H = 3, 18, 3, 40
+    with_lengths, tiles_each = GRIDS[grid]
     dtype = EXCHANGES[exchange]
     gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
     params = [p.detach().requires_grad_() for p in gru._flat_weights]
@@ -106,8 +114,10 @@ def test_resident_slices_match_reference(exchange, with_lengths):
     h0 = torch.randn(2, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
     config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)
-    assert config.resident and config.grid_synchronised(H) and config.num_programs == 6
+    config = dataclasses.replace(config, num_programs=config.num_programs // tiles_each)
+    assert config.resident and config.grid_synchronised(H) and config.num_programs == 6 // tiles_each
     assert config.uses_ready_flags(H) == (exchange == "flags")
+    assert dispatch.directions_per_launch(H, B, dtype, True, torch.device("cpu")) == 2
     with concurrent_programs(), force_config(config):
         y, h_n = tritongru.gru(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths, backend="triton")
         ours = grads([y, h_n], [x, h0, *params])
