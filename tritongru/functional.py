@@ -166,8 +166,18 @@ def _recurrence(x, hx, params, directions, per_dir, H, lengths, reverse, save):
             b_hn.append(b_hh_d[2 * H :])
         else:
             b_hn.append(w_hh_d.new_zeros(H))
-    gx = F.linear(x, torch.cat(w_ih), torch.cat(bias) if bias else None)
+    gx = F.linear(x, _cat(w_ih), _cat(bias) if bias else None)
     y, h_last, _, _ = torch.ops.tritongru.gru_recurrence(
-        gx, torch.stack(w_hh), torch.stack(b_hn), hx[directions.start : directions.stop], lengths, reverse, save
+        gx, _stack(w_hh), _stack(b_hn), hx[directions.start : directions.stop], lengths, reverse, save
     )
     return y, h_last
+
+
+# One direction's weights go to the kernel as views, not copies: a streaming caller (one timestep
+# per call) must not copy W_hh every step. Two directions are stacked, once per whole sequence.
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
