@@ -158,7 +158,7 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
         T, B, H, config.num_b_tiles(B), config.num_programs, D,
     )
     constexprs = launch_constexprs(
-        config, H, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
+        config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.grid_synchronised(H), directions=D)
     return dgx, dgh, dstate.to(dtype)

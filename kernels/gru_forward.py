@@ -68,6 +68,7 @@ def gru_fwd_persistent_kernel(
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
     FLAGS: tl.constexpr,
+    POLL_B: tl.constexpr,  # rows a ready-flag poll reads: BLOCK_B, or the batch when it is smaller
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -126,12 +127,18 @@ def gru_fwd_persistent_kernel(
             if ABLATE == "matmul":
                 pass
             elif FLAGS:
+                offs_p = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, POLL_B)
                 b_words = wait_tagged_chunks(
-                    p_x_in, offs_b, H, B, H, step_tag(step, WORD), p_sync + 1, NUM_K, BLOCK_K,
+                    p_x_in, offs_p, H, B, H, step_tag(step, WORD), p_sync + 1, NUM_K, BLOCK_K,
                     ABLATE != "barrier", TIMEOUT_NS,
                 )
                 for c in tl.static_range(NUM_K):
                     b_h = unpack_tagged(b_words[c], DTYPE)
+                    if POLL_B < BLOCK_B:
+                        # The only batch tile, fewer rows than a dot takes: its rows repeat down the
+                        # tile (row r holds row r % POLL_B), and the rows past B are masked below.
+                        b_h = tl.broadcast_to(b_h[None, :, :], (BLOCK_B // POLL_B, POLL_B, BLOCK_K))
+                        b_h = tl.reshape(b_h, (BLOCK_B, BLOCK_K))
                     acc_r, acc_z, acc_n = gate_dots(b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC)
             elif RESIDENT:
                 for c in tl.static_range(NUM_K):
@@ -224,7 +231,7 @@ def gru_forward(
         T, B, H, slots, config.num_b_tiles(B), config.num_programs, D,
     )
     constexprs = launch_constexprs(
-        config, H, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
+        config, H, B, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch_persistent(
         gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate),

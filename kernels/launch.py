@@ -141,11 +141,11 @@ class PersistentConfig:
 
 
 def launch_constexprs(
-    config: PersistentConfig, hidden: int, dtype: torch.dtype, *, backward: bool, reverse: bool, use_lengths: bool,
-    precision: str,
+    config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype, *, backward: bool, reverse: bool,
+    use_lengths: bool, precision: str,
 ) -> dict:
-    """The constexprs both persistent kernels take, for ``config`` at ``hidden`` (the forward's
-    reduction runs over H, the backward's over 3H)."""
+    """The constexprs both persistent kernels take, for ``config`` at ``hidden`` x ``batch`` (the
+    forward's reduction runs over H, the backward's over 3H)."""
     flags = config.uses_ready_flags(hidden, backward)
     constexprs = dict(
         REVERSE=reverse,
@@ -160,7 +160,12 @@ def launch_constexprs(
         ACC=accumulator_dtype(dtype),
         TIMEOUT_NS=barrier_timeout_ns(),
     )
-    return constexprs if backward else dict(constexprs, FLAGS=flags)
+    if backward:
+        return constexprs
+    # A ready-flag poll reads only the batch's rows when the batch is smaller than a tile (its words
+    # are held in registers); one value for every batch otherwise, so batch sizes share a compile.
+    poll_rows = min(config.block_b, triton.next_power_of_2(batch)) if flags else config.block_b
+    return dict(constexprs, FLAGS=flags, POLL_B=poll_rows)
 
 
 def check_step_size(batch: int, hidden: int, directions: int = 1) -> None:

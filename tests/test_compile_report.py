@@ -49,7 +49,7 @@ from tritongru.compile_report import H200_SMS, _launch_constants, compile_ahead
 from tritongru.dispatch import Problem, heuristic_config
 H, dtype = 256, torch.bfloat16
 config = dataclasses.replace(heuristic_config(Problem(H, 16, dtype, False), H200_SMS), exchange="flags")
-kernel, constexprs = _launch_constants(config, H, dtype, False, False)
+kernel, constexprs = _launch_constants(config, H, 16, dtype, False, False)
 ptx = compile_ahead(kernel, dtype, constexprs, config, 90).asm["ptx"]
 loop = ptx[ptx.index("%globaltimer"):]
 print("polls_in_loop", loop.count("ld.volatile.global"))

@@ -24,7 +24,7 @@ from tritongru import compile_report as report
 from tritongru.dispatch import H200_SMS, Problem, heuristic_config
 backward = sys.argv[1] == "bwd"
 config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS, backward)
-kernel, constexprs = report._launch_constants(config, 1024, torch.bfloat16, backward, True)
+kernel, constexprs = report._launch_constants(config, 1024, 16, torch.bfloat16, backward, True)
 constexprs["REVERSE"] = True  # per-row time indices: the general case
 source = ASTSource(kernel, report._signature(kernel, torch.bfloat16, constexprs), constexprs)
 compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})

@@ -113,13 +113,15 @@ def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: Persis
     return regs, stack + local, compiled.metadata.shared
 
 
-def _launch_constants(config: PersistentConfig, hidden: int, dtype: torch.dtype, backward: bool, training: bool):
+def _launch_constants(
+    config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype, backward: bool, training: bool
+):
     """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction).
 
     fp32 products compile as 3xTF32: the default at run time (TF32 not allowed), and the heavier of
     the two precisions (it keeps two TF32 copies of the resident weights)."""
     constexprs = launch_constexprs(
-        config, hidden, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32x3"
+        config, hidden, batch, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32x3"
     )
     if backward:
         return gru_bwd_persistent_kernel, constexprs
@@ -132,7 +134,7 @@ def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barri
     for backward, training in ((False, False), (False, True), (True, True)):
         config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward, exchange)
         barrier = config.grid_synchronised(hidden)
-        kernel, constexprs = _launch_constants(config, hidden, dtype, backward, training)
+        kernel, constexprs = _launch_constants(config, hidden, batch, dtype, backward, training)
         yield kernel, constexprs, config, barrier
 
 
@@ -155,7 +157,7 @@ def search_tiles(hidden=HIDDEN, dtypes=(torch.float32, torch.bfloat16), arch: in
                 choice = None
                 for num_warps, block_k, max_registers in TILE_CANDIDATES:
                     config = dataclasses.replace(base, num_warps=num_warps, block_k=block_k, max_registers=max_registers)
-                    kernel, constexprs = _launch_constants(config, H, dtype, backward, training)
+                    kernel, constexprs = _launch_constants(config, H, 16, dtype, backward, training)
                     regs, spill, shared = compile_variant(kernel, dtype, constexprs, config, arch)
                     if choice is None or spill < choice[3]:
                         choice = (num_warps, block_k, max_registers, spill)
