@@ -55,6 +55,20 @@ def test_tune_without_gpu_exits_2(capsys):
     assert err.startswith("tritongru tune: error:") and ("GPU" in err or "TRITON_INTERPRET" in err)
 
 
+def test_tune_names_the_directions_it_takes(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["tune", "--directions", "3"])
+    assert exited.value.code == 2
+    assert "--directions: invalid choice: 3 (choose from 1, 2)" in capsys.readouterr().err
+
+
+def test_problem_set_covers_directions_per_launch():
+    problems = tuning.problem_set(hiddens=[256], batches=[16], training=[False], directions=[1, 2])
+    assert [p.directions for p in problems] == [1, 2]
+    assert {tuning.bucket_name(tuning.bucket_key(p)) for p in problems} == {
+        "h256_b16_bfloat16_d1_infer", "h256_b16_bfloat16_d2_infer"}
+
+
 @no_gpu
 def test_validate_on_the_interpreter(capsys):
     assert cli.main(["validate"]) == 0
