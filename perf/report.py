@@ -118,6 +118,7 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     others = rows[rows["status"] != "ok"]
     if not others.empty:
         lines += ["## Skipped and failed", "", markdown_table(others, ["case_id", "provider", "status", "note"]), ""]
+    lines += breakdown_section(out_dir, meta)
     lines += ["## Plots", ""]
     lines += [f"![{plot.stem}]({plot.name})" for plot in plots] or ["(no rows to plot)"]
     if not (rows["provider"] == "cudnn").any():
@@ -125,6 +126,29 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     path = out_dir / "SUMMARY.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def breakdown_section(out_dir: Path, meta: dict) -> list[str]:
+    """"Where a step's time goes": this GPU and commit's rows of ``breakdown.csv`` (written by
+    ``python -m perf.breakdown`` into the same folder), microseconds per step of each variant side
+    by side; nothing when there are none."""
+    path = out_dir / "breakdown.csv"
+    if not path.exists():
+        return []
+    frame = pd.read_csv(path)
+    frame = frame[(frame["gpu"] == meta["gpu"]) & (frame["commit"] == meta["commit"])]
+    if frame.empty:
+        return []
+    shape = ["dtype", "seq_len", "hidden", "batch"]
+    table = frame.pivot_table(index=shape, columns="variant", values="us_per_step", sort=False).reset_index()
+    variants = [variant for variant in frame["variant"].drop_duplicates() if variant in table.columns]
+    return [
+        "## Where a step's time goes (perf/breakdown.py)", "",
+        "Microseconds per step of the forward kernel as configured (`full`, with the barrier), with one stage "
+        "left out (`no-matmul`, `no-barrier`, `no-stall-check`), and exchanging the state through ready flags "
+        "(`flags`, `flags-no-wait`) where the slices are resident.", "",
+        markdown_table(table, shape + variants), "",
+    ]
 
 
 def write_report(frame: pd.DataFrame, meta: dict, out_dir: Path) -> list[Path]:

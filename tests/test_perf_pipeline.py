@@ -53,11 +53,23 @@ def test_interpreter_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     assert "![latency_per_step](latency_per_step.png)" in summary and "not applicable" in summary
     assert len(list((folder / "runs").glob("*.csv"))) == 1
 
-    # Everything is measured for this machine and commit: a second run only rewrites the report.
+    assert "Where a step's time goes" not in summary  # no breakdown run yet
+
+    # Everything is measured for this machine and commit: a second run only rewrites the report,
+    # now with the breakdown this commit wrote beside it.
+    from perf import breakdown
+
+    assert breakdown.main(["--hidden", "16", "--batch", "1", "--seq-len", "2", "--dtype", "float32",
+                           "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
     assert cli.main(argv) == 0
     assert "2 cases were already measured" in capsys.readouterr().out
     assert len(pd.read_csv(folder / "results.csv")) == 4
     assert len(list((folder / "runs").glob("*.csv"))) == 1
+    summary = (folder / "SUMMARY.md").read_text()
+    assert "## Where a step's time goes" in summary
+    assert "| dtype | seq_len | hidden | batch | full | no-matmul | no-barrier | no-stall-check |" in summary
+    assert "| float32 | 2 | 16 | 1 |" in summary
 
 
 def _row(gpu, case_id, provider, p50, commit="abc", status="ok"):
