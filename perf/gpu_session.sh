@@ -56,7 +56,8 @@ phase validate 50 "$PY" -m tritongru validate
 phase breakdown 60 "$PY" -m perf.breakdown --seq-len 512 --batch 1 16 --rep-ms 50 --out "$REPO/perf/results"
 phase example-tritongru 40 "$PY" examples/char_lm.py --impl tritongru --steps 40 --no-progress --checkpoint "$WORK/lm.pt"
 phase example-torch 20 "$PY" examples/char_lm.py --impl torch --steps 40 --no-progress --checkpoint "$WORK/lm-torch.pt"
-phase tune 50 "$PY" -m tritongru tune --max-configs 4 --seq-len 64 --time-budget 35
+# The latency target first (H=1024, B=1: barrier against ready flags), then B=256 (batch tiles).
+phase tune 50 "$PY" -m tritongru tune --hidden 1024 512 256 --batch 1 256 --mode inference --max-configs 4 --seq-len 64 --time-budget 35
 # The budget stops new cases; the limit leaves room for the case running at the budget and the report.
 phase bench 110 "$PY" -m tritongru bench --sweep default --time-budget 70 --out "$REPO/perf/results"
 
