@@ -3,9 +3,10 @@
 # pandas, matplotlib, tqdm, pytest; no network, no pip installs). In order, each phase under its own
 # time limit, a failing phase never stopping the next:
 #   info; the GPU tests (pytest -m gpu); the suite's fp32 cases on CUDA; validate; the per-stage
-#   breakdown (perf/breakdown.py); the example's tokens per second with both GRUs; the tuner over the default shape set (core target shapes first,
-#   stopped by a time budget); the default perf sweep (target shapes first, stopped by a time
-#   budget, using the tuned table just written).
+#   breakdown (perf/breakdown.py: barrier against ready flags, stages left out); the example's
+#   tokens per second with both GRUs; the tuner over the inference target shapes (H=1024 B=1
+#   first, stopped by a time budget); the default perf sweep (target shapes first, stopped by a
+#   time budget, using the tuned table just written). Worst case (every phase at its limit): 545 s.
 # Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, breakdown.csv,
 # tuning.json, and artifacts.tar (the whole results folder with the PNG plots, and the pytest XML
 # reports).
