@@ -92,7 +92,12 @@ def _target_shapes() -> tuple[Case, ...]:
         mode=("inference", "fwd_bwd"), hidden=(256, 1024), batch=(1, 64), input_size=(256,),
         seq_len=(1024,), layers=(1,), directions=(1,), dtype=("float32",),
     )
-    return core + edges + fp32
+    # Both directions in one launch (perf/NOTES.md predicts ~2x over one launch per direction).
+    bidirectional = grid(
+        mode=("inference", "fwd_bwd"), hidden=(256, 1024), batch=(16,), input_size=(256,),
+        seq_len=(1024,), layers=(1,), directions=(2,), dtype=("bfloat16",),
+    )
+    return core + edges + fp32 + bidirectional
 
 
 def _kernelbench() -> tuple[Case, ...]:
