@@ -8,7 +8,8 @@ one product each per forward product), so ``fwd_bwd`` is three forwards. ``train
 one forward.
 
 Latency per step is the call's median time divided by the sequential recurrence steps
-(``T x layers x directions``): every layer and direction is its own sequential pass.
+(``T x layers x directions``), the same count for every provider, whether or not it runs a layer's
+two directions at once.
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ class Case:
 
     @property
     def sequential_steps(self) -> int:
-        """Recurrence steps run one after another: every layer and direction is its own launch."""
+        """Recurrence steps of the case, counted per layer and direction (T x layers x directions):
+        the per-step latency divides by this for every provider, whether or not it runs the two
+        directions at once (tritongru does where both fit)."""
         return self.seq_len * self.layers * self.directions
 
 
