@@ -7,8 +7,10 @@ it); ``no-barrier`` leaves out the grid barrier (only matters for sliced configu
 ``no-stall-check`` runs the full kernel without reading the stall word back (one host sync per
 synchronised launch). Where the slices are resident and the dtype allows, ``flags`` is the same
 tiling exchanging the state through ready flags instead of the barrier, and ``flags-no-wait`` the
-same without waiting for the flags. The ablated kernels compute wrong results by design: timing
-only. Per-step microseconds of each, and ``saved_us_per_step`` (the time of the variant named in
+same without waiting for the flags. Where both grids fit, ``two-directions-two-launches`` runs a
+bidirectional layer's forward as one launch per direction and ``two-directions-one-launch`` as one
+launch for both (its microseconds are per step of both directions). The ablated kernels compute
+wrong results by design: timing only. Per-step microseconds of each, and ``saved_us_per_step`` (the time of the variant named in
 ``vs`` minus this one: what the left-out stage costs, or what flags save), go to
 ``perf/results/<gpu>/breakdown.csv``.
 
@@ -29,57 +31,87 @@ import pandas as pd
 import torch
 
 from tritongru import _compat, environment
-from tritongru.dispatch import Problem, choose_config
+from tritongru.dispatch import Problem, choose_config, directions_per_launch
 from tritongru.kernels import gru_forward
 
 from . import machine
 from .measure import time_call
 
-# variant -> (exchange, kernel ablation, TRITONGRU_STALL_CHECK, the variant it is compared with)
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One timed form of the forward: how its slices exchange the state, which stage it leaves out,
+    whether the stall word is read back, and how many directions it runs in how many launches."""
+
+    exchange: str = "barrier"
+    ablate: str = ""
+    stall_check: str = "1"
+    vs: str | None = "full"  # the variant whose time this one's saving is measured against
+    directions: int = 1
+    launches: int = 1
+
+
 VARIANTS = {
-    "full": ("barrier", "", "1", None),
-    "no-matmul": ("barrier", "matmul", "1", "full"),
-    "no-barrier": ("barrier", "barrier", "1", "full"),
-    "no-stall-check": ("barrier", "", "0", "full"),
-    "flags": ("flags", "", "1", "full"),
-    "flags-no-wait": ("flags", "barrier", "1", "flags"),
+    "full": Variant(vs=None),
+    "no-matmul": Variant(ablate="matmul"),
+    "no-barrier": Variant(ablate="barrier"),
+    "no-stall-check": Variant(stall_check="0"),
+    "flags": Variant(exchange="flags"),
+    "flags-no-wait": Variant(exchange="flags", ablate="barrier", vs="flags"),
+    "two-directions-two-launches": Variant(vs=None, directions=2, launches=2),
+    "two-directions-one-launch": Variant(vs="two-directions-two-launches", directions=2),
 }
 STALL_CHECK_ENV = "TRITONGRU_STALL_CHECK"
 KEY = ["gpu", "commit", "dtype", "seq_len", "batch", "hidden", "variant"]
 
 
-def variants_for(config, hidden: int) -> dict:
-    """The variants that apply to ``config``: the ready-flag ones need resident hidden slices."""
-    flags = dataclasses.replace(config, exchange="flags")
-    applies = config.resident and flags.uses_ready_flags(hidden)
-    return {name: spec for name, spec in VARIANTS.items() if spec[0] == "barrier" or applies}
+def variants_for(config, hidden: int, directions_fit: bool) -> dict[str, Variant]:
+    """The variants that apply: ready flags need resident hidden slices, one launch for two
+    directions needs both grids to fit (``directions_fit``)."""
+    flags = config.resident and dataclasses.replace(config, exchange="flags").uses_ready_flags(hidden)
+    return {
+        name: variant for name, variant in VARIANTS.items()
+        if (variant.exchange == "barrier" or flags) and (variant.directions == 1 or directions_fit)
+    }
 
 
 def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: torch.device, rep_ms: int) -> list[dict]:
     """One row per applicable variant for one shape."""
     torch.manual_seed(0)
-    gx = torch.randn(seq_len, batch, 3 * hidden, device=device, dtype=dtype)
-    w_hh = torch.randn(1, 3 * hidden, hidden, device=device, dtype=dtype) / hidden**0.5
-    b_hn = torch.randn(1, hidden, device=device, dtype=dtype)
-    h0 = torch.randn(1, batch, hidden, device=device, dtype=dtype)
+    gx = torch.randn(seq_len, batch, 2, 3 * hidden, device=device, dtype=dtype)
+    w_hh = torch.randn(2, 3 * hidden, hidden, device=device, dtype=dtype) / hidden**0.5
+    b_hn = torch.randn(2, hidden, device=device, dtype=dtype)
+    h0 = torch.randn(2, batch, hidden, device=device, dtype=dtype)
+    # Each direction's operands alone, and both stacked as one launch takes them.
+    forward_only = (gx[:, :, 0].contiguous(), w_hh[:1], b_hn[:1], h0[:1])
+    reverse_only = (gx[:, :, 1].contiguous(), w_hh[1:], b_hn[1:], h0[1:])
+    both = (gx.flatten(2), w_hh, b_hn, h0)
+    launches_of = {
+        (1, 1): [(forward_only, False)],
+        (2, 2): [(forward_only, False), (reverse_only, True)],
+        (2, 1): [(both, False)],
+    }
     chosen = choose_config(Problem(hidden, batch, dtype, False), device)
+    fit = directions_per_launch(hidden, batch, dtype, False, device) == 2
+    chosen_both = choose_config(Problem(hidden, batch, dtype, False, directions=2), device)
     precision = _compat.fp32_dot_precision()
     rows = {}
-    for variant, (exchange, ablate, stall_check, _) in variants_for(chosen, hidden).items():
-        config = dataclasses.replace(chosen, exchange=exchange)
+    for name, variant in variants_for(chosen, hidden, fit).items():
+        shared_launch = variant.directions == 2 and variant.launches == 1
+        config = dataclasses.replace(chosen_both if shared_launch else chosen, exchange=variant.exchange)
 
-        def run(config=config, ablate=ablate):
-            return gru_forward(gx, w_hh, b_hn, h0, None, False, False, config, precision, ablate=ablate)
+        def run(config=config, ablate=variant.ablate, launches=launches_of[(variant.directions, variant.launches)]):
+            for operands, reverse in launches:
+                gru_forward(*operands, None, reverse, False, config, precision, ablate=ablate)
 
-        with mock.patch.dict(os.environ, {STALL_CHECK_ENV: stall_check}):
+        with mock.patch.dict(os.environ, {STALL_CHECK_ENV: variant.stall_check}):
             (p50, p20, p80), timer = time_call(run, device, repeats=3, warmup_ms=25, rep_ms=rep_ms, graphable=False)
-        rows[variant] = dict(
-            dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=variant,
+        rows[name] = dict(
+            dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=name,
             p50_ms=p50, p20_ms=p20, p80_ms=p80, us_per_step=p50 * 1e3 / seq_len, timer=timer,
             config=str(config),
         )
-    for variant, row in rows.items():
-        vs = VARIANTS[variant][3]
+    for name, row in rows.items():
+        vs = VARIANTS[name].vs
         row["vs"] = vs or ""
         row["saved_us_per_step"] = rows[vs]["us_per_step"] - row["us_per_step"] if vs else float("nan")
     return list(rows.values())

@@ -146,7 +146,8 @@ def breakdown_section(out_dir: Path, meta: dict) -> list[str]:
         "## Where a step's time goes (perf/breakdown.py)", "",
         "Microseconds per step of the forward kernel as configured (`full`, with the barrier), with one stage "
         "left out (`no-matmul`, `no-barrier`, `no-stall-check`), and exchanging the state through ready flags "
-        "(`flags`, `flags-no-wait`) where the slices are resident.", "",
+        "(`flags`, `flags-no-wait`) where the slices are resident; a bidirectional layer's forward as one "
+        "launch per direction and as one launch for both (`two-directions-*`, per step of both directions).", "",
         markdown_table(table, shape + variants), "",
     ]
 

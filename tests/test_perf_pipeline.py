@@ -171,18 +171,21 @@ def test_breakdown_on_the_interpreter_writes_labelled_rows(tmp_path):
                            "--out", str(tmp_path)]) == 0
     frame = pd.read_csv(tmp_path / "cpu-interpreter" / "breakdown.csv")
     # The interpreter's one program holds all of W_hh: no hidden slices, so no ready-flag variants.
-    assert sorted(frame["variant"]) == sorted(v for v, spec in breakdown.VARIANTS.items() if spec[0] == "barrier")
+    assert sorted(frame["variant"]) == sorted(v for v, spec in breakdown.VARIANTS.items() if spec.exchange == "barrier")
+    fused = frame.set_index("variant").loc["two-directions-one-launch"]
+    assert fused["vs"] == "two-directions-two-launches" and fused["us_per_step"] > 0
     assert frame["cpu_interpreter"].all() and (frame["us_per_step"] > 0).all()
     no_matmul = frame.set_index("variant").loc["no-matmul"]
     assert no_matmul["vs"] == "full" and no_matmul["saved_us_per_step"] == pytest.approx(
         frame.set_index("variant").loc["full", "us_per_step"] - no_matmul["us_per_step"])
 
 
-def test_breakdown_offers_ready_flags_for_resident_slices_only():
+def test_breakdown_offers_flags_for_resident_slices_and_one_launch_where_both_fit():
     from perf import breakdown
     from tritongru.kernels import PersistentConfig
 
     sliced = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=64)
-    assert "flags-no-wait" in breakdown.variants_for(sliced, 1024)
-    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, resident=False), 1024)
-    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, block_h=1024, num_programs=1), 1024)
+    assert "flags-no-wait" in breakdown.variants_for(sliced, 1024, True)
+    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, resident=False), 1024, True)
+    assert "flags" not in breakdown.variants_for(dataclasses.replace(sliced, block_h=1024, num_programs=1), 1024, True)
+    assert "two-directions-one-launch" not in breakdown.variants_for(sliced, 1024, False)
