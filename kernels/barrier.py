@@ -26,21 +26,34 @@ def grid_barrier(p_sync, num_programs, ENABLED: tl.constexpr, TIMEOUT_NS: tl.con
     # Every thread's stores must be issued before the single thread that arrives releases them.
     tl.debug_barrier()
     if ENABLED:
-        p_error = p_sync + 1
         if tl.program_id(0) == 0:
             # 2**31 - (num_programs - 1), written so that no constant overflows int32.
             arrive = 2147483647 - num_programs + 2
         else:
             arrive = 1
         old = tl.atomic_add(p_sync, arrive, sem="release", scope="gpu")
-        deadline = globaltimer() + TIMEOUT_NS
+        deadline = wait_deadline(TIMEOUT_NS)
         waiting = True
         while waiting:
             now = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
             flipped = (old ^ now) < 0
-            failed = tl.atomic_add(p_error, 0, sem="relaxed", scope="gpu") != 0
-            if globaltimer() > deadline:
-                tl.atomic_xchg(p_error, 1, sem="relaxed", scope="gpu")
-                failed = True
+            failed = stall_reported(p_sync + 1, deadline)
             waiting = not (flipped or failed)
     tl.debug_barrier()
+
+
+@triton.jit
+def wait_deadline(TIMEOUT_NS: tl.constexpr):
+    """When a wait that starts now gives up (the GPU's global timer, in ns)."""
+    return globaltimer() + TIMEOUT_NS
+
+
+@triton.jit
+def stall_reported(p_error, deadline):
+    """Whether the grid has given up waiting: its error word, raised by the first program past its
+    ``deadline``.
+
+    One scalar atomic, whose result every thread of the program receives: all warps leave a wait in
+    the same iteration (per-thread clock reads would let them part around the CTA barriers inside
+    the loop), and nobody leaves before the word is set, so a stall always reaches the host."""
+    return tl.atomic_max(p_error, (globaltimer() > deadline).to(tl.int32), sem="relaxed", scope="gpu") != 0

@@ -5,8 +5,9 @@ stored together with the step that produced it, in one word of twice its width: 
 (bf16, fp16) with a 16-bit tag in an int32, an fp32 value with a 32-bit tag in an int64. An aligned
 32- or 64-bit access is single-copy atomic, so a reader that sees the tag it expects sees the value
 stored with it; no fence orders a separate flag before the data (NCCL's LL protocol uses the same
-idea). A reader polls all the chunks it needs at once with volatile loads (coherent, from L2, never
-hoisted out of the loop) until every tag is current, and keeps the words of that last poll: one L2
+idea). Writers store the words with strong (relaxed) stores and a reader polls all the chunks it
+needs at once with volatile loads (coherent, from L2, never hoisted out of the loop) until every
+tag is current, keeping the words of that last poll: one L2
 round trip after the last producer's store, where the barrier costs a release, an acquire poll and
 then the data load.
 
@@ -23,7 +24,8 @@ every waiting program sees it and stops waiting, and the host raises after the l
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import globaltimer
+
+from .barrier import stall_reported, wait_deadline
 
 
 def _word_layout(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, int]:
@@ -117,12 +119,16 @@ def wait_tagged_chunks(
     all at once, every chunk would take its own staging buffer in shared memory."""
     chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
     if WAIT:
-        deadline = globaltimer() + TIMEOUT_NS
+        deadline = wait_deadline(TIMEOUT_NS)
         while stale:
             chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
-            timed_out = globaltimer() > deadline
-            if timed_out:
-                tl.atomic_xchg(p_error, 1, sem="relaxed", scope="gpu")
-            failed = tl.load(p_error, volatile=True) != 0
-            stale = stale & ~failed & ~timed_out
+            stale = stale & ~stall_reported(p_error, deadline)
     return chunks
+
+
+@triton.jit
+def publish_tagged(p_x, words, mask):
+    """Store tagged ``words`` with strong (relaxed, gpu-scope) stores: the PTX memory model promises
+    single-copy atomicity and eventual visibility only between strong accesses, and the readers'
+    polls are volatile (strong) loads."""
+    tl.atomic_xchg(p_x, words, mask=mask, sem="relaxed", scope="gpu")

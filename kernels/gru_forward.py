@@ -29,7 +29,9 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .exchange import pack_initial, pack_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype
+from .exchange import (
+    pack_initial, pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype,
+)
 from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
 from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
 
@@ -174,7 +176,7 @@ def gru_fwd_persistent_kernel(
 
             tl.store(p_state + offs_bh, h_new, mask=mask)
             if FLAGS:
-                tl.store(p_x_out + offs_bh, pack_tagged(h_new.to(DTYPE), step_tag(step + 1, WORD), WORD), mask=mask)
+                publish_tagged(p_x_out + offs_bh, pack_tagged(h_new.to(DTYPE), step_tag(step + 1, WORD), WORD), mask)
             if SAVE_GATES or not FLAGS:
                 # The saved states of training, or the barrier's exchange.
                 tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)

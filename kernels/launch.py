@@ -128,6 +128,11 @@ class PersistentConfig:
         if dtype is not None and self.uses_ready_flags(hidden):
             word_dtype(dtype)
         check_step_size(batch, hidden, directions)
+        if 3 * hidden * hidden >= 2**31:
+            raise ValueError(
+                f"W_hh of one direction must hold fewer than 2**31 elements (the kernels index it with 32-bit "
+                f"offsets), got 3 x {hidden} x {hidden} = {3 * hidden * hidden}"
+            )
         if self.resident and self.num_programs % self.num_h_tiles(hidden):
             raise ValueError(
                 f"resident weights need num_programs to be a multiple of the {self.num_h_tiles(hidden)} "

@@ -27,7 +27,6 @@ import triton.language as tl
 from triton.runtime import interpreter
 
 import tritongru.kernels.barrier as barrier
-import tritongru.kernels.exchange as exchange
 
 _local = threading.local()
 
@@ -88,16 +87,13 @@ def concurrent_programs():
     def init(self, fn, *args, **kwargs):
         executor_init(self, _ConcurrentBody(fn), *args, **kwargs)
 
-    timed = (barrier, exchange)
-    saved_timers = [module.globaltimer for module in timed]
+    saved_timer = barrier.globaltimer
     builder_type.grid_idx = property(_get_grid_idx, _set_grid_idx)
     interpreter.GridExecutor.__init__ = init
-    for module in timed:
-        module.globaltimer = _globaltimer
+    barrier.globaltimer = _globaltimer
     try:
         yield
     finally:
-        for module, timer in zip(timed, saved_timers):
-            module.globaltimer = timer
+        barrier.globaltimer = saved_timer
         interpreter.GridExecutor.__init__ = executor_init
         del builder_type.grid_idx

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tritongru.kernels.launch import check_step_size
+from tritongru.kernels.launch import PersistentConfig, check_step_size
 
 TIME_INDEXED = {"fwd": ("p_gx", "p_y", "p_gates", "p_hbuf"), "bwd": ("p_dy", "p_hs", "p_gates", "p_dgx", "p_dgh")}
 
@@ -53,3 +53,10 @@ def test_step_larger_than_32_bit_offsets_is_refused():
     check_step_size(2**13, 2**14 // 3, directions=2)
     with pytest.raises(ValueError, match=r"got 32768 x 2 x 3 x 16384"):
         check_step_size(32768, 16384, directions=2)
+
+
+def test_weights_past_32_bit_offsets_are_refused():
+    config = PersistentConfig(block_b=16, block_h=256, block_k=64, num_programs=105, resident=False)
+    config.validate(26752, 1)
+    with pytest.raises(ValueError, match=r"fewer than 2\*\*31 elements .* got 3 x 26755 x 26755 = 2147490075"):
+        config.validate(26755, 1)
