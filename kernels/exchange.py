@@ -33,13 +33,12 @@ def _word_layout(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, int]:
     its tag, and the mask of the value's half. fp64 has none: 128-bit accesses are not single-copy
     atomic."""
     layouts = {2: (torch.int16, torch.int32, 0xFFFF), 4: (torch.int32, torch.int64, 0xFFFFFFFF)}
-    size = torch.empty((), dtype=dtype).element_size()
-    if size not in layouts:
+    if dtype.itemsize not in layouts:
         raise ValueError(
             f"ready flags exchange 16- and 32-bit states (a value and its tag in one atomic word), got {dtype}; "
             "use exchange='barrier'"
         )
-    return layouts[size]
+    return layouts[dtype.itemsize]
 
 
 def word_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 
 import torch
 import triton
@@ -100,6 +101,9 @@ def tile_shape(hidden: int, element_size: int, training: bool, backward: bool) -
     return training_forward if training else inference
 
 
+# Pure in its arguments, and asked several times per call (the op, the backward, the planner of
+# bidirectional launches): computed once per shape.
+@functools.lru_cache(maxsize=1024)
 def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchange: str = "barrier") -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
@@ -111,8 +115,7 @@ def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchang
     are a tuning candidate until a GPU has measured them, ``perf/NOTES.md``).
     """
     H, B = problem.hidden, problem.batch
-    element_size = torch.empty((), dtype=problem.dtype).element_size()
-    num_warps, block_k, max_registers = tile_shape(H, element_size, problem.training, backward)
+    num_warps, block_k, max_registers = tile_shape(H, problem.dtype.itemsize, problem.training, backward)
     # The SMs one direction's programs may take (the grid is directions x num_programs).
     sms = max(1, sms // problem.directions)
     block_b = 16

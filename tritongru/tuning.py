@@ -342,10 +342,6 @@ def _powers_of_two(low: int, high: int) -> list[int]:
     return [1 << e for e in range(int(math.log2(low)), int(math.log2(high)) + 1)]
 
 
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
     """Every configuration of :data:`SEARCH_SPACE` for ``problem``, before pruning.
 
@@ -358,7 +354,7 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
     sms = max(1, sms // problem.directions)  # what one direction's programs may take
     h_pad = max(triton.next_power_of_2(H), 16)
     b_pad = max(triton.next_power_of_2(B), 16)
-    exchanges = ("barrier", "flags") if _element_size(problem.dtype) <= 4 else ("barrier",)
+    exchanges = ("barrier", "flags") if problem.dtype.itemsize <= 4 else ("barrier",)
     configs = []
     for block_b in (b for b in SEARCH_SPACE["block_b"] if b <= b_pad):
         b_tiles = triton.cdiv(B, block_b)
