@@ -7,7 +7,7 @@ the value its own arrival returned. The word never needs a reset between steps o
 as every round completes.
 
 A round may not complete: another process can hold SMs, so a program of this grid never runs. The
-wait is bounded by ``TIMEOUT_NS`` of the GPU's global timer; a program that gives up raises the
+wait is bounded by ``timeout_us`` microseconds of the GPU's global timer; a program that gives up raises the
 error word, every other program sees it and leaves its wait, and the host raises an error after the
 launch. The counter is then left mid-round, so the host zeroes both words before the next launch.
 """
@@ -18,7 +18,7 @@ from triton.language.extra.cuda import globaltimer
 
 
 @triton.jit
-def grid_barrier(p_sync, num_programs, ENABLED: tl.constexpr, TIMEOUT_NS: tl.constexpr):
+def grid_barrier(p_sync, num_programs, timeout_us, ENABLED: tl.constexpr):
     """Wait until all ``num_programs`` programs have arrived; ``p_sync`` = [counter, error].
 
     With ``ENABLED`` false it only orders the program's own threads (a CTA barrier).
@@ -32,7 +32,7 @@ def grid_barrier(p_sync, num_programs, ENABLED: tl.constexpr, TIMEOUT_NS: tl.con
         else:
             arrive = 1
         old = tl.atomic_add(p_sync, arrive, sem="release", scope="gpu")
-        deadline = wait_deadline(TIMEOUT_NS)
+        deadline = wait_deadline(timeout_us)
         waiting = True
         while waiting:
             now = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
@@ -43,9 +43,9 @@ def grid_barrier(p_sync, num_programs, ENABLED: tl.constexpr, TIMEOUT_NS: tl.con
 
 
 @triton.jit
-def wait_deadline(TIMEOUT_NS: tl.constexpr):
-    """When a wait that starts now gives up (the GPU's global timer, in ns)."""
-    return globaltimer() + TIMEOUT_NS
+def wait_deadline(timeout_us):
+    """When a wait that starts now gives up (the GPU's global timer, in ns; the timeout is in us)."""
+    return globaltimer() + tl.cast(timeout_us, tl.int64) * 1000
 
 
 @triton.jit

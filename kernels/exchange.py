@@ -17,7 +17,7 @@ has read every program's state of step ``s + 1``, and each program publishes tha
 read its slot ``s``. A reader of slot ``s % 2`` therefore sees tag ``s - 2`` (or the initial zeros)
 or ``s``, never a later one, so 16-bit tags that wrap around are unambiguous.
 
-A wait is bounded like the barrier's: past ``TIMEOUT_NS`` a program raises the shared error word,
+A wait is bounded like the barrier's: past ``timeout_us`` a program raises the shared error word,
 every waiting program sees it and stops waiting, and the host raises after the launch.
 """
 
@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from .barrier import stall_reported, wait_deadline
+from .tiles import split_k_offsets
 
 
 def _word_layout(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, int]:
@@ -88,40 +89,40 @@ def _tag_of(words):
 
 
 @triton.jit
-def _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One read of all ``NUM_K`` chunks of rows ``offs_b``, and whether any word is not yet ``tag``.
+def _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    """One read of all ``NUM_K`` chunks ``(SPLIT_K, len(offs_b), BLOCK_K / SPLIT_K)`` of rows
+    ``offs_b``, and whether any word is not yet ``tag``.
 
     Every chunk's load is issued before any is checked, and the check is one reduction.
     """
     chunks = ()
     for c in tl.static_range(NUM_K):
-        offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask = (offs_b < B)[:, None] & (offs_k < K)[None, :]
-        words = tl.load(p_x + offs_b[:, None] * stride_b + offs_k[None, :], mask=mask, other=0, volatile=True)
+        offs_k = split_k_offsets(c, BLOCK_K, SPLIT_K)
+        mask = (offs_b < B)[None, :, None] & (offs_k < K)[:, None, :]
+        words = tl.load(p_x + offs_b[None, :, None] * stride_b + offs_k[:, None, :], mask=mask, other=0, volatile=True)
         chunks = chunks + (words,)
         stale_c = (_tag_of(words) != tag) & mask
         if c == 0:
             stale = stale_c
         else:
             stale = stale | stale_c
-    return chunks, tl.max(stale.to(tl.int32)) != 0
+    return chunks, tl.max(tl.max(tl.max(stale.to(tl.int32), axis=2), axis=1), axis=0) != 0
 
 
 @triton.jit
 def wait_tagged_chunks(
-    p_x, offs_b, stride_b, B, K, tag, p_error, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr,
-    WAIT: tl.constexpr, TIMEOUT_NS: tl.constexpr,
+    p_x, offs_b, stride_b, B, K, tag, p_error, timeout_us,
+    NUM_K: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
-    """The ``NUM_K`` chunks ``(len(offs_b), BLOCK_K)`` of tagged words of rows
-    ``p_x[b * stride_b + k]``, once every word carries ``tag``; ``WAIT`` false reads them once
-    (timing only). The caller unpacks each chunk where it uses it (:func:`unpack_tagged`): unpacked
-    all at once, every chunk would take its own staging buffer in shared memory."""
-    chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
-    if WAIT:
-        deadline = wait_deadline(TIMEOUT_NS)
-        while stale:
-            chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K)
-            stale = stale & ~stall_reported(p_error, deadline)
+    """The ``NUM_K`` chunks of tagged words of rows ``p_x[b * stride_b + k]``, split like
+    :func:`~kernels.tiles.load_row_chunk`, once every word carries ``tag``. The caller unpacks
+    each chunk where it uses it (:func:`unpack_tagged`): unpacked all at once, every chunk would
+    take its own staging buffer in shared memory."""
+    chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K, SPLIT_K)
+    deadline = wait_deadline(timeout_us)
+    while stale:
+        chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K, SPLIT_K)
+        stale = stale & ~stall_reported(p_error, deadline)
     return chunks
 
 

@@ -22,11 +22,14 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
-from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time
+from .launch import (
+    Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
+    new_sync_word,
+)
+from .tiles import column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, split_sum, spread_rows
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["timeout_us"])
 def gru_bwd_persistent_kernel(
     p_dy,  # (T, B, D x H) gradient of the output, the directions side by side
     p_w,  # (D, 3H, H) W_hh
@@ -43,17 +46,20 @@ def gru_bwd_persistent_kernel(
     num_b_tiles,
     num_programs,  # per direction
     num_dirs,
+    timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
     REVERSE: tl.constexpr,  # direction 0 ran reversed (direction 1 the other way)
     USE_LENGTHS: tl.constexpr,
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
     BLOCK_B: tl.constexpr,
+    ROWS: tl.constexpr,  # rows of a batch tile that hold sequences: BLOCK_B, or the batch when smaller
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
     NUM_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,  # the warps' parts of the product (kernels/tiles.py), SPLIT_K x SPLIT_N == num_warps
+    SPLIT_N: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
-    TIMEOUT_NS: tl.constexpr,
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
@@ -70,17 +76,19 @@ def gru_bwd_persistent_kernel(
     row_dgx = num_dirs * 3 * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
+    S: tl.constexpr = SPLIT_K * SPLIT_N
+    NS: tl.constexpr = BLOCK_H // SPLIT_N
     if RESIDENT:
         # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
-        offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-        w = load_weight_chunks(p_w, offs_j, H, 1, 3 * H, H, NUM_K, BLOCK_K)
+        j0 = (pid % num_h_tiles) * BLOCK_H
+        w = load_weight_chunks(p_w, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     dtype = p_dgh.dtype.element_ty
     for rev_step in range(T):
         step = T - 1 - rev_step
         p_dgh_s = p_dgh + (step0 + step) * B * 3 * H
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
             mask_b = offs_b < B
             mask = mask_b[:, None] & (offs_j < H)[None, :]
             t, valid = row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS)
@@ -116,26 +124,46 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgh_s + offs_g + 2 * H, (da_n * r).to(dtype), mask=mask)
             tl.store(p_dstate + offs_bh, dh_carry, mask=mask)
         # Every slice of dgh_t is published before any program multiplies it by W_hh.
-        grid_barrier(p_sync, num_dirs * num_programs, BARRIER, TIMEOUT_NS)
+        grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
         for tile in range(pid, num_tiles, num_programs):
-            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-            mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
-            acc = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+            j0 = (tile % num_h_tiles) * BLOCK_H
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
+            offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
+            acc = tl.zeros((S, BLOCK_B, NS), ACC)
             if RESIDENT:
                 for c in tl.static_range(NUM_K):
-                    b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
+                    b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
                     acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
             else:
                 # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
                 for c in range(NUM_K):
-                    b_dgh = load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K)
-                    w_c = load_weight_chunk(p_w, offs_j, c, H, 1, 3 * H, H, BLOCK_K)
+                    b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
+                    w_c = load_weight_chunk(p_w, j0, c, H, 1, 3 * H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
                     acc = tl.dot(b_dgh, w_c, acc, input_precision=PRECISION, out_dtype=ACC)
-            p_ds = p_dstate + offs_b[:, None] * H + offs_j[None, :]
-            tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + acc, mask=mask)
+            mask = (offs_b < B)[None, :, None] & (offs_j < H)
+            p_ds = p_dstate + offs_b[None, :, None] * H + offs_j
+            tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)
         # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
         tl.debug_barrier()
+
+
+def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
+    """The launch of :func:`gru_backward` and the tensors it writes: ``(launch, (dgx, dgh, dstate))``."""
+    D, _, H = w_hh.shape
+    T, B = dy.shape[:2]
+    config.validate(H, B, directions=D)
+    dtype, device = hs.dtype, hs.device
+    dgx = empty_output((T, B, D * 3 * H), dtype, device)
+    dgh = empty_output((D, T, B, 3 * H), dtype, device)
+    dstate = accumulator_state(dh_n)
+    args = (
+        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
+        T, B, H, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
+    )
+    constexprs = launch_constexprs(
+        config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
+    )
+    return Launch(gru_bwd_persistent_kernel, args, constexprs, config, D, config.grid_synchronised(H)), (dgx, dgh, dstate)
 
 
 def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
@@ -146,19 +174,6 @@ def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: Pers
     (D, T, B, 3H), the gradient of ``W_hh h_{t-1} + b_hh`` by step (pairs with ``hs[:, :T]``); and
     ``dh0`` (D, B, H).
     """
-    D, _, H = w_hh.shape
-    T, B = dy.shape[:2]
-    config.validate(H, B, directions=D)
-    dtype, device = hs.dtype, hs.device
-    dgx = empty_output((T, B, D * 3 * H), dtype, device)
-    dgh = empty_output((D, T, B, 3 * H), dtype, device)
-    dstate = accumulator_state(dh_n)
-    args = (
-        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
-        T, B, H, config.num_b_tiles(B), config.num_programs, D,
-    )
-    constexprs = launch_constexprs(
-        config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
-    )
-    launch_persistent(gru_bwd_persistent_kernel, config, args, constexprs, config.grid_synchronised(H), directions=D)
-    return dgx, dgh, dstate.to(dtype)
+    launch, (dgx, dgh, dstate) = backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse, config, precision)
+    launch_persistent(launch)
+    return dgx, dgh, dstate.to(hs.dtype)

@@ -32,8 +32,13 @@ from .barrier import grid_barrier
 from .exchange import (
     pack_initial, pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype,
 )
-from .launch import PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent, new_sync_word
-from .tiles import load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, tanh
+from .launch import (
+    Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
+    new_sync_word,
+)
+from .tiles import (
+    column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, split_sum, split_sum_pair, spread_rows, tanh,
+)
 
 
 @triton.jit
@@ -45,7 +50,7 @@ def gate_dots(b_h, w_r, w_z, w_n, acc_r, acc_z, acc_n, PRECISION: tl.constexpr, 
     return acc_r, acc_z, acc_n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["timeout_us"])
 def gru_fwd_persistent_kernel(
     p_gx,  # (T, B, D x 3H) input projection of each direction, gate order r, z, n
     p_w,  # (D, 3H, H) W_hh
@@ -64,21 +69,22 @@ def gru_fwd_persistent_kernel(
     num_b_tiles,
     num_programs,  # per direction
     num_dirs,
+    timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
     REVERSE: tl.constexpr,  # direction 0 runs reversed (direction 1 runs the other way)
     USE_LENGTHS: tl.constexpr,
     SAVE_GATES: tl.constexpr,
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
     FLAGS: tl.constexpr,
-    POLL_B: tl.constexpr,  # rows a ready-flag poll reads: BLOCK_B, or the batch when it is smaller
     BLOCK_B: tl.constexpr,
+    ROWS: tl.constexpr,  # rows of a batch tile that hold sequences: BLOCK_B, or the batch when smaller
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
     NUM_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,  # the warps' parts of the product (kernels/tiles.py), SPLIT_K x SPLIT_N == num_warps
+    SPLIT_N: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
-    TIMEOUT_NS: tl.constexpr,
-    ABLATE: tl.constexpr = "",
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
@@ -101,12 +107,14 @@ def gru_fwd_persistent_kernel(
     row_y = num_dirs * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
+    S: tl.constexpr = SPLIT_K * SPLIT_N
+    NS: tl.constexpr = BLOCK_H // SPLIT_N
     if RESIDENT:
         # The host guarantees num_programs % num_h_tiles == 0: a program keeps one hidden slice.
-        offs_j = (pid % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-        w_r = load_weight_chunks(p_w, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-        w_z = load_weight_chunks(p_w + H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
-        w_n = load_weight_chunks(p_w + 2 * H * H, offs_j, 1, H, H, H, NUM_K, BLOCK_K)
+        j0 = (pid % num_h_tiles) * BLOCK_H
+        w_r = load_weight_chunks(p_w, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+        w_z = load_weight_chunks(p_w + H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+        w_n = load_weight_chunks(p_w + 2 * H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     stride_t = tl.cast(B, tl.int64) * row_gx
     DTYPE = p_hbuf.dtype.element_ty
     WORD = p_xbuf.dtype.element_ty
@@ -116,63 +124,58 @@ def gru_fwd_persistent_kernel(
         p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
         p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
-            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-            mask_j = offs_j < H
+            j0 = (tile % num_h_tiles) * BLOCK_H
+            offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
+            offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)  # (SPLIT_N, 1, NS)
             mask_b = offs_b < B
             t, valid = row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS)
-            mask = mask_b[:, None] & mask_j[None, :]
+            b3 = offs_b[None, :, None]
+            t3 = t[None, :, None]
+            valid3 = valid[None, :, None]
+            mask = mask_b[None, :, None] & (offs_j < H)
 
-            acc_r = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            acc_z = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            acc_n = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-            if ABLATE == "matmul":
-                pass
-            elif FLAGS:
-                offs_p = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, POLL_B)
+            acc_r = tl.zeros((S, BLOCK_B, NS), ACC)
+            acc_z = tl.zeros((S, BLOCK_B, NS), ACC)
+            acc_n = tl.zeros((S, BLOCK_B, NS), ACC)
+            if FLAGS:
                 b_words = wait_tagged_chunks(
-                    p_x_in, offs_p, H, B, H, step_tag(step, WORD), p_sync + 1, NUM_K, BLOCK_K,
-                    ABLATE != "barrier", TIMEOUT_NS,
+                    p_x_in, offs_b, H, B, H, step_tag(step, WORD), p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
                 )
                 for c in tl.static_range(NUM_K):
-                    b_h = unpack_tagged(b_words[c], DTYPE)
-                    if POLL_B < BLOCK_B:
-                        # The only batch tile, fewer rows than a dot takes: its rows repeat down the
-                        # tile (row r holds row r % POLL_B), and the rows past B are masked below.
-                        b_h = tl.broadcast_to(b_h[None, :, :], (BLOCK_B // POLL_B, POLL_B, BLOCK_K))
-                        b_h = tl.reshape(b_h, (BLOCK_B, BLOCK_K))
+                    b_h = spread_rows(unpack_tagged(b_words[c], DTYPE), BLOCK_B, SPLIT_N)
                     acc_r, acc_z, acc_n = gate_dots(b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC)
             elif RESIDENT:
                 for c in tl.static_range(NUM_K):
-                    b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
-                    acc_r, acc_z, acc_n = gate_dots(
-                        b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC
-                    )
+                    b_h = spread_rows(load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
+                    acc_r, acc_z, acc_n = gate_dots(b_h, w_r[c], w_z[c], w_n[c], acc_r, acc_z, acc_n, PRECISION, ACC)
             else:
                 # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
                 for c in range(NUM_K):
-                    b_h = load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K)
+                    b_h = spread_rows(load_row_chunk(p_h_in, offs_b, c, H, B, H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
                     acc_r, acc_z, acc_n = gate_dots(
                         b_h,
-                        load_weight_chunk(p_w, offs_j, c, 1, H, H, H, BLOCK_K),
-                        load_weight_chunk(p_w + H * H, offs_j, c, 1, H, H, H, BLOCK_K),
-                        load_weight_chunk(p_w + 2 * H * H, offs_j, c, 1, H, H, H, BLOCK_K),
+                        load_weight_chunk(p_w, j0, c, 1, H, H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N),
+                        load_weight_chunk(p_w + H * H, j0, c, 1, H, H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N),
+                        load_weight_chunk(p_w + 2 * H * H, j0, c, 1, H, H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N),
                         acc_r, acc_z, acc_n, PRECISION, ACC,
                     )
+            # r and z share one reduction across warps; three gates in one would need a padding fourth.
+            gh_r, gh_z = split_sum_pair(acc_r, acc_z, SPLIT_K, SPLIT_N, ROWS)
+            gh_n = split_sum(acc_n, SPLIT_K, SPLIT_N, ROWS)
 
-            p_gx_t = p_gx + (t[:, None] * stride_t + col_gx) + offs_b[:, None] * row_gx + offs_j[None, :]
+            p_gx_t = p_gx + (t3 * stride_t + col_gx) + b3 * row_gx + offs_j
             gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)
             gx_z = tl.load(p_gx_t + H, mask=mask, other=0.0).to(ACC)
             gx_n = tl.load(p_gx_t + 2 * H, mask=mask, other=0.0).to(ACC)
-            b_hn = tl.load(p_bhn + offs_j, mask=mask_j, other=0.0).to(ACC)
+            b_hn = tl.load(p_bhn + offs_j, mask=offs_j < H, other=0.0).to(ACC)
 
-            r = sigmoid(gx_r + acc_r)
-            z = sigmoid(gx_z + acc_z)
-            gh_n = acc_n + b_hn[None, :]
+            r = sigmoid(gx_r + gh_r)
+            z = sigmoid(gx_z + gh_z)
+            gh_n = gh_n + b_hn
             n = tanh(gx_n + r * gh_n)
-            offs_bh = offs_b[:, None] * H + offs_j[None, :]
+            offs_bh = b3 * H + offs_j
             h_prev = tl.load(p_state + offs_bh, mask=mask, other=0.0)
-            h_new = tl.where(valid[:, None], n + z * (h_prev - n), h_prev)
+            h_new = tl.where(valid3, n + z * (h_prev - n), h_prev)
 
             tl.store(p_state + offs_bh, h_new, mask=mask)
             if FLAGS:
@@ -180,11 +183,11 @@ def gru_fwd_persistent_kernel(
             if SAVE_GATES or not FLAGS:
                 # The saved states of training, or the barrier's exchange.
                 tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)
-            b_y = tl.where(valid[:, None], h_new, 0.0)
-            p_y_t = p_y + (t[:, None] * B * row_y + col_y) + offs_b[:, None] * row_y + offs_j[None, :]
+            b_y = tl.where(valid3, h_new, 0.0)
+            p_y_t = p_y + (t3 * B * row_y + col_y) + b3 * row_y + offs_j
             tl.store(p_y_t, b_y.to(p_y.dtype.element_ty), mask=mask)
             if SAVE_GATES:
-                p_g = p_gates + ((step0 + step) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
+                p_g = p_gates + ((step0 + step) * B + b3) * (4 * H) + offs_j
                 dtype = p_gates.dtype.element_ty
                 tl.store(p_g, r.to(dtype), mask=mask)
                 tl.store(p_g + H, z.to(dtype), mask=mask)
@@ -193,24 +196,12 @@ def gru_fwd_persistent_kernel(
         # Ends the step: every slice of h_t is published before anyone reads it. Without a barrier
         # (ready flags, or one program per batch tile) it only orders this program's own stores
         # before its next loads.
-        grid_barrier(p_sync, num_dirs * num_programs, BARRIER and ABLATE != "barrier", TIMEOUT_NS)
+        grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
 
 
-def gru_forward(
-    gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str, ablate: str = ""
-):
-    """Run the recurrence of one layer in ``D = w_hh.shape[0]`` directions (1, or 2: forward and
-    reverse); ``reverse`` runs direction 0 reversed (and a second direction forward).
-
-    ``gx`` (T, B, D x 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates of
-    each direction; ``w_hh`` is (D, 3H, H), ``b_hn`` (D, H), ``h0`` (D, B, H). Returns ``y``
-    (T, B, D x H), ``h_n`` (D, B, H), and, when ``save``, what the backward needs: the states ``hs``
-    (D, T + 1, B, H) and the gates (D, T, B, 4, H); otherwise two empty tensors.
-
-    ``ablate`` leaves one stage out, for timing where a step's time goes (``perf/breakdown.py``):
-    ``"matmul"`` the recurrent product, ``"barrier"`` the wait for the other programs (the barrier,
-    or the polls for ready flags); its results are wrong by design.
-    """
+def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
+    """The launch that runs one layer's recurrence in ``D = w_hh.shape[0]`` directions (see
+    :func:`gru_forward`), and the tensors it writes: ``(launch, (y, state, hbuf, gates))``."""
     D, _, H = w_hh.shape
     T, B = gx.shape[:2]
     dtype, device = gx.dtype, gx.device
@@ -230,16 +221,29 @@ def gru_forward(
     gates = empty_output((D, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        T, B, H, slots, config.num_b_tiles(B), config.num_programs, D,
+        T, B, H, slots, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch_persistent(
-        gru_fwd_persistent_kernel, config, args, dict(constexprs, SAVE_GATES=save, ABLATE=ablate),
-        config.grid_synchronised(H), directions=D,
+    launch = Launch(
+        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save), config, D, config.grid_synchronised(H)
     )
-    h_n = state.to(dtype)
+    return launch, (y, state, hbuf, gates)
+
+
+def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
+    """Run the recurrence of one layer in ``D = w_hh.shape[0]`` directions (1, or 2: forward and
+    reverse); ``reverse`` runs direction 0 reversed (and a second direction forward).
+
+    ``gx`` (T, B, D x 3H) already holds ``x W_ih^T + b_ih`` plus ``b_hh`` of the r and z gates of
+    each direction; ``w_hh`` is (D, 3H, H), ``b_hn`` (D, H), ``h0`` (D, B, H). Returns ``y``
+    (T, B, D x H), ``h_n`` (D, B, H), and, when ``save``, what the backward needs: the states ``hs``
+    (D, T + 1, B, H) and the gates (D, T, B, 4, H); otherwise two empty tensors.
+    """
+    launch, (y, state, hbuf, gates) = forward_launch(gx, w_hh, b_hn, h0, lengths, reverse, save, config, precision)
+    launch_persistent(launch)
+    h_n = state.to(gx.dtype)
     if not save:
         return y, h_n, gx.new_empty(0), gates
     return y, h_n, hbuf, gates

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._compat import INTERPRET
+from . import stalls
 from .exchange import word_dtype
 
 # One SM of compute capability 9.0 (H100, H200): the limits that decide co-residency.
@@ -34,19 +35,15 @@ SM90_LIMITS = {
 }
 
 
-def stall_check_enabled() -> bool:
-    """Whether a synchronised launch reads its error word back (a device sync) to raise on a stall.
-
-    On by default: the results of a stalled launch are garbage and must not pass silently.
-    ``TRITONGRU_STALL_CHECK=0`` trades that for one host sync less per synchronised launch.
-    """
-    return os.environ.get("TRITONGRU_STALL_CHECK", "1") != "0"
-
-
-def barrier_timeout_ns() -> int:
+def barrier_timeout_us() -> int:
     """How long one wait (at the barrier or for ready flags) may spin before the launch fails
-    (``TRITONGRU_BARRIER_TIMEOUT_MS``)."""
-    return int(float(os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")) * 1e6)
+    (``TRITONGRU_BARRIER_TIMEOUT_MS``), in microseconds: an int32 kernel argument that the JIT does
+    not specialise, so changing it recompiles nothing."""
+    text = os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")
+    timeout = int(float(text) * 1e3)
+    if not 0 < timeout < 2**31:
+        raise ValueError(f"TRITONGRU_BARRIER_TIMEOUT_MS must lie in (0, 2147483] milliseconds, got {text}")
+    return timeout
 
 
 EXCHANGES = ("barrier", "flags")
@@ -71,6 +68,11 @@ class PersistentConfig:
     the forward's hidden slices hand a step's state on: ``"barrier"`` (a grid barrier per step) or
     ``"flags"`` (each element carries its step, ``kernels/exchange.py``; resident weights, 16- and
     32-bit dtypes). The backward always uses the barrier.
+
+    ``split_k`` x ``split_n`` parts share each step's recurrent product (``kernels/tiles.py``):
+    the reduction split ``split_k`` ways, the slice's columns ``split_n`` ways. With as many parts
+    as warps, every warp does distinct work; with fewer, Triton gives the extra warps copies of
+    the same parts (correct, and slower: the planner never chooses it).
     """
 
     block_b: int
@@ -82,6 +84,18 @@ class PersistentConfig:
     resident: bool = True
     max_registers: int | None = None
     exchange: str = "barrier"
+    split_k: int = 1
+    split_n: int = 1
+
+    def label(self) -> str:
+        """A compact one-line form, e.g. ``b16/h16/k1024/p64/w8/s1/resident/split8x1`` (``/flags``
+        when the forward exchanges its state through ready flags, ``/r255`` with a register cap)."""
+        return (
+            f"b{self.block_b}/h{self.block_h}/k{self.block_k}/p{self.num_programs}/w{self.num_warps}/"
+            f"s{self.num_stages}/{'resident' if self.resident else 'streamed'}/split{self.split_k}x{self.split_n}"
+            + ("/flags" if self.exchange == "flags" else "")
+            + (f"/r{self.max_registers}" if self.max_registers is not None else "")
+        )
 
     def compile_options(self) -> dict:
         """Triton's compile options for this configuration. ``max_registers`` sets ``.maxnreg``:
@@ -122,6 +136,20 @@ class PersistentConfig:
             raise ValueError(f"num_programs must be >= 1, got {self.num_programs}")
         if self.exchange not in EXCHANGES:
             raise ValueError(f"exchange must be one of {EXCHANGES}, got {self.exchange!r}")
+        for name in ("split_k", "split_n", "num_warps"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 1, got {value}")
+        if self.block_k // self.split_k < 16:
+            raise ValueError(
+                f"block_k / split_k is the reduction one part of the product takes per chunk and must be >= 16 "
+                f"(tl.dot), got {self.block_k} / {self.split_k}"
+            )
+        if self.block_h // self.split_n < 8:
+            raise ValueError(
+                f"block_h / split_n is the columns one part of the product takes and must be >= 8 (the tensor "
+                f"cores' narrowest tile), got {self.block_h} / {self.split_n}"
+            )
         if self.exchange == "flags" and not self.resident:
             raise ValueError("exchange='flags' needs resident=True (a step polls all its chunks at once, unrolled)")
         if dtype is not None and self.uses_ready_flags(hidden):
@@ -157,19 +185,17 @@ def launch_constexprs(
         RESIDENT=config.resident,
         BARRIER=config.grid_synchronised(hidden) and not flags,
         BLOCK_B=config.block_b,
+        # The rows of a batch tile that hold sequences; batches of a tile or more share a compile.
+        ROWS=min(config.block_b, triton.next_power_of_2(batch)),
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,
         NUM_K=config.num_k(3 * hidden if backward else hidden),
+        SPLIT_K=config.split_k,
+        SPLIT_N=config.split_n,
         PRECISION=precision,
         ACC=accumulator_dtype(dtype),
-        TIMEOUT_NS=barrier_timeout_ns(),
     )
-    if backward:
-        return constexprs
-    # A ready-flag poll reads only the batch's rows when the batch is smaller than a tile (its words
-    # are held in registers); one value for every batch otherwise, so batch sizes share a compile.
-    poll_rows = min(config.block_b, triton.next_power_of_2(batch)) if flags else config.block_b
-    return dict(constexprs, FLAGS=flags, POLL_B=poll_rows)
+    return constexprs if backward else dict(constexprs, FLAGS=flags)
 
 
 def check_step_size(batch: int, hidden: int, directions: int = 1) -> None:
@@ -230,54 +256,57 @@ def new_sync_word(device: torch.device) -> torch.Tensor:
     return torch.zeros(2, dtype=torch.int32, device=device)
 
 
-def launch_persistent(
-    kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, directions: int = 1
-) -> None:
-    """Launch ``kernel`` over ``config.num_programs`` programs per direction.
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """One persistent launch, decided once: the kernel, its arguments and constexprs, and the plan
+    they come from. The launcher runs it; the compile report and the cost model compile exactly it."""
 
-    ``synchronised``: the programs wait for one another, so the grid must be co-resident. The
-    kernel's ``p_sync`` argument is the sync word; after such a launch its error word is checked
-    and a stall becomes a RuntimeError (the caller allocates a fresh word per launch).
+    kernel: object
+    args: tuple
+    constexprs: dict
+    config: PersistentConfig
+    directions: int
+    synchronised: bool  # the programs wait for one another: the grid must be co-resident
+
+    @property
+    def programs(self) -> int:
+        return self.directions * self.config.num_programs
+
+    def arg(self, name: str):
+        return self.args[self.kernel.arg_names.index(name)]
+
+    def describe(self) -> str:
+        T, B, H = (self.arg(name) for name in ("T", "B", "H"))
+        return f"{self.kernel.fn.__name__} (T={T}, B={B}, H={H}, a grid of {self.programs} programs)"
+
+
+def launch_persistent(launch: Launch) -> None:
+    """Run ``launch`` over its grid.
+
+    A synchronised launch is refused before it starts if its grid cannot be co-resident, launched
+    cooperatively, and its error word is watched for a stall (``kernels/stalls.py``).
     """
-    sync = _sync_arg(kernel, args)
+    sync = launch.arg("p_sync")
     # Triton launches on the current device: make it the tensors' (they may live on another GPU).
     with torch.cuda.device(sync.device) if sync.device.type == "cuda" else contextlib.nullcontext():
-        _launch(kernel, config, args, constexprs, synchronised, sync, directions * config.num_programs)
-
-
-def _launch(
-    kernel, config: PersistentConfig, args: tuple, constexprs: dict, synchronised: bool, sync: torch.Tensor, programs: int
-) -> None:
-    grid = (programs,)
-    launch_options = config.compile_options()
-    device = sync.device
-    if synchronised and not INTERPRET:
-        launch_options["launch_cooperative_grid"] = True
-        capacity = co_resident_capacity(kernel, args, constexprs, launch_options, device)
-        if programs > capacity:
-            raise RuntimeError(
-                f"{kernel.fn.__name__}: a grid of {programs} programs cannot be co-resident on "
-                f"{_device_name(device)} (at most {capacity} fit); refusing to launch a "
-                "kernel whose programs wait for one another and would hang"
-            )
-    kernel[grid](*args, **constexprs, **launch_options)
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if synchronised and stall_check_enabled() and not capturing:
-        if int(sync[1].item()) != 0:
-            raise RuntimeError(
-                f"{kernel.fn.__name__}: a program waited longer than "
-                f"{barrier_timeout_ns() / 1e6:.0f} ms (TRITONGRU_BARRIER_TIMEOUT_MS) for the other programs of its "
-                f"grid of {programs}; another process may be occupying SMs. "
-                "The results of this call are invalid; the next call starts from fresh sync words."
-            )
+        if launch.synchronised:
+            stalls.poll(sync.device)
+        options = launch.config.compile_options()
+        if launch.synchronised and not INTERPRET:
+            options["launch_cooperative_grid"] = True
+            capacity = co_resident_capacity(launch.kernel, launch.args, launch.constexprs, options, sync.device)
+            if launch.programs > capacity:
+                raise RuntimeError(
+                    f"{launch.describe()} cannot be co-resident on {_device_name(sync.device)} (at most {capacity} "
+                    "programs fit); refusing to launch a kernel whose programs wait for one another and would hang"
+                )
+        launch.kernel[(launch.programs,)](*launch.args, **launch.constexprs, **options)
+        if launch.synchronised:
+            stalls.watch(sync, launch.describe())
 
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-
-
-def _sync_arg(kernel, args: tuple) -> torch.Tensor:
-    return args[kernel.arg_names.index("p_sync")]
 
 
 def accumulator_dtype(dtype: torch.dtype, namespace=tl):

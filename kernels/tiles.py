@@ -1,10 +1,28 @@
-"""Tile helpers shared by the forward and backward persistent kernels.
+"""Tile helpers shared by the forward and backward persistent kernels: the split recurrent product.
 
-The recurrent product is a loop over ``NUM_K`` chunks of ``BLOCK_K`` along the reduction dimension,
-unrolled at compile time. A resident weight slice is a tuple of ``NUM_K`` chunk tiles loaded once,
-before the time loop; the compiler places each in shared memory and each step's dots read them
-from there. One tile over the whole reduction dimension would instead be held in registers around
-the loop and spill at any useful size (checked by compiling for sm_90).
+A step's recurrent product is ``(BLOCK_B, K) @ (K, BLOCK_N)`` for each gate, with a small batch tile
+(16 rows) and, in a hidden slice, a narrow ``BLOCK_N`` (16 units). Written as one 2-D ``tl.dot``,
+Triton gives every warp the whole 16 x 16 output (a small M puts all warps on M, and dots that share
+an operand keep them there), so each warp repeats the step: all its tensor-core instructions and all
+its weight reads from shared memory.
+
+Here the product is a rank-3 ``tl.dot`` whose batch dimension is the warps' share of the work:
+``S = SPLIT_K x SPLIT_N`` parts, ``S == num_warps``, so Triton puts one part on each warp.
+
+* ``SPLIT_K`` splits the reduction: part ``s`` holds ``BLOCK_K / SPLIT_K`` of each chunk's rows of K;
+  the partial products are summed across parts (:func:`split_sum`, through shared memory).
+* ``SPLIT_N`` splits the output columns: part ``s`` holds ``BLOCK_N / SPLIT_N`` of them and the
+  whole reduction, so nothing is summed, but every part reads the whole state tile.
+
+Splitting K pays where K is long and the slice narrow (hidden slices), splitting N where K is short
+and the slice wide (one program holding all of W_hh); the cost model compares them
+(:mod:`tritongru.cost_model`). A resident weight slice is a tuple of ``NUM_K`` chunk tiles
+``(S, BLOCK_K / SPLIT_K, BLOCK_N / SPLIT_N)`` loaded once, before the time loop; the compiler places
+each in shared memory and each step's dots read them from there (one tile over the whole reduction
+would be held in registers and spill, checked by compiling for sm_90).
+
+The results of a product are ``(SPLIT_N, BLOCK_B, BLOCK_N / SPLIT_N)`` tiles: the elementwise code of
+both kernels works in that shape, with :func:`column_offsets` giving each element's hidden unit.
 """
 
 import triton
@@ -12,32 +30,108 @@ import triton.language as tl
 
 
 @triton.jit
-def load_weight_chunk(p_w, offs_n, c, stride_k, stride_n, K, N, BLOCK_K: tl.constexpr):
-    """Chunk ``c`` of a weight matrix ``w[k, n] = p_w[k * stride_k + n * stride_n]``: ``(BLOCK_K, len(offs_n))``."""
-    offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
-    mask = (offs_k < K)[:, None] & (offs_n < N)[None, :]
-    return tl.load(p_w + offs_k[:, None] * stride_k + offs_n[None, :] * stride_n, mask=mask, other=0.0)
+def split_k_offsets(c, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    """``(SPLIT_K, BLOCK_K / SPLIT_K)``: the reduction indices of chunk ``c``, part by part."""
+    KS: tl.constexpr = BLOCK_K // SPLIT_K
+    return c * BLOCK_K + tl.arange(0, SPLIT_K)[:, None] * KS + tl.arange(0, KS)[None, :]
 
 
 @triton.jit
-def load_weight_chunks(p_w, offs_n, stride_k, stride_n, K, N, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr):
+def column_offsets(n0, BLOCK_N: tl.constexpr, SPLIT_N: tl.constexpr):
+    """``(SPLIT_N, 1, BLOCK_N / SPLIT_N)``: the columns ``n0 .. n0 + BLOCK_N`` in the product's shape."""
+    NS: tl.constexpr = BLOCK_N // SPLIT_N
+    return n0 + tl.arange(0, SPLIT_N)[:, None, None] * NS + tl.arange(0, NS)[None, None, :]
+
+
+@triton.jit
+def load_weight_chunk(
+    p_w, n0, c, stride_k, stride_n, K, N,
+    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr,
+):
+    """Chunk ``c`` of the columns ``n0 .. n0 + BLOCK_N`` of ``w[k, n] = p_w[k * stride_k + n * stride_n]``,
+    split into the warps' parts: ``(S, BLOCK_K / SPLIT_K, BLOCK_N / SPLIT_N)``."""
+    KS: tl.constexpr = BLOCK_K // SPLIT_K
+    NS: tl.constexpr = BLOCK_N // SPLIT_N
+    part = tl.arange(0, SPLIT_K * SPLIT_N)
+    offs_k = c * BLOCK_K + (part // SPLIT_N)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]
+    offs_n = n0 + (part % SPLIT_N)[:, None, None] * NS + tl.arange(0, NS)[None, None, :]
+    mask = (offs_k < K) & (offs_n < N)
+    return tl.load(p_w + offs_k * stride_k + offs_n * stride_n, mask=mask, other=0.0)
+
+
+@triton.jit
+def load_weight_chunks(
+    p_w, n0, stride_k, stride_n, K, N,
+    NUM_K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr,
+):
     """All ``NUM_K`` chunks of a weight slice, as a tuple (kept on chip by the caller's time loop)."""
     chunks = ()
     for c in tl.static_range(NUM_K):
-        chunks = chunks + (load_weight_chunk(p_w, offs_n, c, stride_k, stride_n, K, N, BLOCK_K),)
+        chunks = chunks + (load_weight_chunk(p_w, n0, c, stride_k, stride_n, K, N, BLOCK_K, BLOCK_N, SPLIT_K, SPLIT_N),)
     return chunks
 
 
 @triton.jit
-def load_row_chunk(p_a, offs_b, c, stride_b, B, K, BLOCK_K: tl.constexpr):
-    """Chunk ``c`` of rows ``a[b, k] = p_a[b * stride_b + k]``: ``(len(offs_b), BLOCK_K)``.
+def load_row_chunk(p_a, offs_b, c, stride_b, B, K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    """Chunk ``c`` of rows ``a[b, k] = p_a[b * stride_b + k]`` in the reduction's parts:
+    ``(SPLIT_K, len(offs_b), BLOCK_K / SPLIT_K)``.
 
     These rows were written by other programs in the previous step: ``.cg`` reads them from L2, so
     the load is neither served stale from L1 nor hoisted out of the time loop.
     """
-    offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
-    mask = (offs_b < B)[:, None] & (offs_k < K)[None, :]
-    return tl.load(p_a + offs_b[:, None] * stride_b + offs_k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
+    offs_k = split_k_offsets(c, BLOCK_K, SPLIT_K)
+    mask = (offs_b < B)[None, :, None] & (offs_k < K)[:, None, :]
+    return tl.load(p_a + offs_b[None, :, None] * stride_b + offs_k[:, None, :], mask=mask, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
+def spread_rows(rows, BLOCK_B: tl.constexpr, SPLIT_N: tl.constexpr):
+    """The A operand of a split product from a state chunk ``(SPLIT_K, ROWS, KS)``: its rows padded
+    with zeros to a ``BLOCK_B`` tile (a dot takes at least 16), and each reduction part repeated
+    for the ``SPLIT_N`` column parts that need it."""
+    SK: tl.constexpr = rows.shape[0]
+    ROWS: tl.constexpr = rows.shape[1]
+    KS: tl.constexpr = rows.shape[2]
+    if ROWS < BLOCK_B:
+        # No pad in Triton: repeat the rows down the tile, then zero the repeats.
+        rows = tl.reshape(tl.broadcast_to(rows[:, None, :, :], (SK, BLOCK_B // ROWS, ROWS, KS)), (SK, BLOCK_B, KS))
+        rows = tl.where((tl.arange(0, BLOCK_B) < ROWS)[None, :, None], rows, 0.0)
+    if SPLIT_N > 1:
+        rows = tl.reshape(tl.broadcast_to(rows[:, None, :, :], (SK, SPLIT_N, BLOCK_B, KS)), (SK * SPLIT_N, BLOCK_B, KS))
+    return rows
+
+
+@triton.jit
+def split_sum(acc, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr, ROWS: tl.constexpr):
+    """``(S, BLOCK_B, NS)`` partial products -> ``(SPLIT_N, ROWS, NS)``: the rows that hold
+    sequences, summed over the reduction's parts (a trailing dimension of 2, two accumulators
+    joined, is carried along: :func:`split_sum_pair`).
+
+    The padding rows are zeros, so adding them to the real ones is exact and keeps the sum across
+    warps (through shared memory) to the real rows: 1/16 of the tile at batch 1."""
+    BB: tl.constexpr = acc.shape[1]
+    NS: tl.constexpr = acc.shape[2]
+    if SPLIT_K == 1 and ROWS == BB:
+        return acc
+    if len(acc.shape) == 3:
+        parts = tl.reshape(acc, (SPLIT_K, SPLIT_N, BB // ROWS, ROWS, NS))
+    else:
+        parts = tl.reshape(acc, (SPLIT_K, SPLIT_N, BB // ROWS, ROWS, NS, 2))
+    if ROWS < BB:
+        parts = tl.sum(parts, axis=2)
+    else:
+        parts = tl.reshape(parts, parts.shape[:2] + parts.shape[3:])
+    if SPLIT_K == 1:
+        return tl.reshape(parts, parts.shape[1:])
+    return tl.sum(parts, axis=0)
+
+
+@triton.jit
+def split_sum_pair(acc_a, acc_b, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr, ROWS: tl.constexpr):
+    """:func:`split_sum` of two accumulators in one reduction across warps: each of its shared-
+    memory round trips (and the CTA barriers around them) serves both. Joining them puts the pair
+    in one thread's registers, so neither the join nor the split moves data."""
+    return tl.split(split_sum(tl.join(acc_a, acc_b), SPLIT_K, SPLIT_N, ROWS))
 
 
 @triton.jit

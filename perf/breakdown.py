@@ -1,18 +1,20 @@
 """Where a forward step's time goes: the recurrence kernel timed whole and with one stage left out,
 and with the other way of handing the state between hidden slices.
 
-For each shape, ``full`` is the persistent forward kernel as the dispatcher configures it, with the
-grid barrier; ``no-matmul`` leaves out the recurrent product (and the read of ``h_{t-1}`` that feeds
-it); ``no-barrier`` leaves out the grid barrier (only matters for sliced configurations);
-``no-stall-check`` runs the full kernel without reading the stall word back (one host sync per
-synchronised launch). Where the slices are resident and the dtype allows, ``flags`` is the same
-tiling exchanging the state through ready flags instead of the barrier, and ``flags-no-wait`` the
-same without waiting for the flags. Where both grids fit, ``two-directions-two-launches`` runs a
+For each shape, ``full`` is the persistent forward kernel as the dispatcher configures it;
+``no-matmul`` leaves out the recurrent product (and the read of ``h_{t-1}`` that feeds it);
+``no-barrier`` leaves out the grid barrier (only matters for sliced configurations);
+``eager-stall-check`` reads the stall word back after every launch (a host sync; the default
+reads it asynchronously). Where the slices are resident and the dtype allows, ``flags`` is the
+same tiling exchanging the state through ready flags, and ``flags-no-wait`` the same without
+waiting for the flags. Where both grids fit, ``two-directions-two-launches`` runs a
 bidirectional layer's forward as one launch per direction and ``two-directions-one-launch`` as one
-launch for both (its microseconds are per step of both directions). The ablated kernels compute
-wrong results by design: timing only. Per-step microseconds of each, and ``saved_us_per_step`` (the time of the variant named in
-``vs`` minus this one: what the left-out stage costs, or what flags save), go to
-``perf/results/<gpu>/breakdown.csv``.
+launch for both (its microseconds are per step of both directions). The stages are left out by
+timing-only twins of the production kernel (``perf/instrumented.py``), which compute wrong
+results by design. Per-step microseconds of each, and ``saved_us_per_step`` (the time of the
+variant named in ``vs`` minus this one: what the left-out stage costs, or what flags save), go to
+``perf/results/<gpu>/breakdown.csv``, beside the cost model's figure for the same launch where the
+plan table has one (``model_us_per_step``, a model figure).
 
     python -m perf.breakdown                 # the target shapes (bf16, T=1024, B 1/16/64, H 256-1024)
     python -m perf.breakdown --hidden 1024 --batch 1 --seq-len 256
@@ -31,11 +33,13 @@ import pandas as pd
 import torch
 
 from tritongru import _compat, environment
-from tritongru.dispatch import Problem, choose_config, directions_per_launch
-from tritongru.kernels import gru_forward
+from tritongru.dispatch import Problem, choose_config, directions_per_launch, modelled_step_us
+from tritongru.kernels.gru_forward import forward_launch
+from tritongru.kernels.launch import launch_persistent
 
-from . import machine
+from . import instrumented, machine
 from .measure import time_call
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -43,8 +47,8 @@ class Variant:
     whether the stall word is read back, and how many directions it runs in how many launches."""
 
     exchange: str = "barrier"
-    ablate: str = ""
-    stall_check: str = "1"
+    without: str = ""  # the stage left out (perf/instrumented.py)
+    stall_check: str = "async"
     vs: str | None = "full"  # the variant whose time this one's saving is measured against
     directions: int = 1
     launches: int = 1
@@ -52,11 +56,11 @@ class Variant:
 
 VARIANTS = {
     "full": Variant(vs=None),
-    "no-matmul": Variant(ablate="matmul"),
-    "no-barrier": Variant(ablate="barrier"),
-    "no-stall-check": Variant(stall_check="0"),
+    "no-matmul": Variant(without="matmul"),
+    "no-barrier": Variant(without="barrier"),
+    "eager-stall-check": Variant(stall_check="eager"),
     "flags": Variant(exchange="flags"),
-    "flags-no-wait": Variant(exchange="flags", ablate="barrier", vs="flags"),
+    "flags-no-wait": Variant(exchange="flags", without="wait", vs="flags"),
     "two-directions-two-launches": Variant(vs=None, directions=2, launches=2),
     "two-directions-one-launch": Variant(vs="two-directions-two-launches", directions=2),
 }
@@ -99,22 +103,32 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
         shared_launch = variant.directions == 2 and variant.launches == 1
         config = dataclasses.replace(chosen_both if shared_launch else chosen, exchange=variant.exchange)
 
-        def run(config=config, ablate=variant.ablate, launches=launches_of[(variant.directions, variant.launches)]):
+        def run(config=config, stage=variant.without, launches=launches_of[(variant.directions, variant.launches)]):
             for operands, reverse in launches:
-                gru_forward(*operands, None, reverse, False, config, precision, ablate=ablate)
+                launch, _ = forward_launch(*operands, None, reverse, False, config, precision)
+                launch_persistent(instrumented.without(launch, stage) if stage else launch)
 
         with mock.patch.dict(os.environ, {STALL_CHECK_ENV: variant.stall_check}):
             (p50, p20, p80), timer = time_call(run, device, repeats=3, warmup_ms=25, rep_ms=rep_ms, graphable=False)
         rows[name] = dict(
             dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=name,
             p50_ms=p50, p20_ms=p20, p80_ms=p80, us_per_step=p50 * 1e3 / seq_len, timer=timer,
-            config=str(config),
+            config=config.label(), model_us_per_step=_model(variant, hidden, batch, dtype, config),
         )
     for name, row in rows.items():
         vs = VARIANTS[name].vs
         row["vs"] = vs or ""
         row["saved_us_per_step"] = rows[vs]["us_per_step"] - row["us_per_step"] if vs else float("nan")
     return list(rows.values())
+
+
+def _model(variant: Variant, hidden: int, batch: int, dtype: torch.dtype, config) -> float:
+    """The cost model's figure for the launch this variant times (NaN for the twins, which the
+    model does not price, and for launches the plan table did not rank)."""
+    if variant.without or variant.stall_check != "async" or variant.directions != 1:
+        return float("nan")
+    modelled = modelled_step_us(Problem(hidden, batch, dtype, False), config)
+    return float("nan") if modelled is None else modelled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,19 @@ def source_revision() -> str:
     return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}"
 
 
+def cudnn_runs_bf16_rnn(device: torch.device) -> bool | None:
+    """Whether this PyTorch sends a bf16 ``nn.GRU`` to cuDNN (``aten::_cudnn_rnn``) rather than to
+    its own per-step path, seen in the operators one small call records; None off CUDA. PyTorch
+    gates bf16 RNNs on the cuDNN version, so a bf16 comparison means something else without it."""
+    if device.type != "cuda" or not torch.backends.cudnn.is_available():
+        return None
+    gru = torch.nn.GRU(8, 8, device=device, dtype=torch.bfloat16)
+    x = torch.randn(2, 1, 8, device=device, dtype=torch.bfloat16)
+    with torch.no_grad(), torch.autograd.profiler.profile() as profile:
+        gru(x)
+    return any("cudnn_rnn" in event.name for event in profile.function_events)
+
+
 def run_metadata(device: torch.device, cudnn_allow_tf32: bool) -> dict:
     """Columns shared by every row of this run."""
     facts = environment.describe(device)
@@ -58,6 +71,8 @@ def run_metadata(device: torch.device, cudnn_allow_tf32: bool) -> dict:
         "capability": facts["capability"],
         "driver": facts["driver"],
         "cuda": facts["cuda"],
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
+        "cudnn_bf16_rnn": cudnn_runs_bf16_rnn(device),
         "torch": facts["torch"],
         "triton": facts["triton"],
         "python": facts["python"],

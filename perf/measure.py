@@ -51,19 +51,24 @@ def case_flops(case: Case) -> float:
     return forward_flops(case) * (3 if case.mode == "fwd_bwd" else 1)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup_ms: int, rep_ms: int, graphable: bool):
+def time_call(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup_ms: int, rep_ms: int, graphable: bool,
+              timing: str = "auto"):
     """``(p50, p20, p80)`` in ms and the timer used.
 
-    GPU: ``triton.testing.do_bench`` quantiles after a warm-up call; calls shorter than
-    :data:`CUDA_GRAPH_BELOW_MS` (and ``graphable``) again as CUDA-graph replays. CPU: the wall
-    clock over ``repeats`` calls after one warm-up call.
+    GPU: ``triton.testing.do_bench`` quantiles after a warm-up call; with ``timing="graph"`` the
+    call captured once into a CUDA graph and its replays timed; with ``"auto"`` calls shorter than
+    :data:`CUDA_GRAPH_BELOW_MS` (and ``graphable``) again as graph replays; ``"eager"`` never.
+    CPU: the wall clock over ``repeats`` calls after one warm-up call.
     """
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        if timing == "graph":
+            return tuple(triton.testing.do_bench(captured(fn, device), warmup=warmup_ms, rep=rep_ms,
+                                                 quantiles=list(QUANTILES))), "CUDA graph replay"
         quantiles = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
         timer = "do_bench"
-        if graphable and quantiles[0] < CUDA_GRAPH_BELOW_MS:
+        if timing == "auto" and graphable and quantiles[0] < CUDA_GRAPH_BELOW_MS:
             try:
                 quantiles = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=list(QUANTILES))
                 timer = "do_bench_cudagraph"
@@ -81,6 +86,26 @@ def time_call(fn: Callable[[], object], device: torch.device, *, repeats: int, w
     return (statistics.median(times), cuts[1], cuts[7]), "wall clock (CPU)"
 
 
+def captured(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` captured once into a CUDA graph (after warm-up calls on a side stream, as capture
+    requires): a callable that replays it and returns the outputs of the capture, refreshed."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+
+    def replay():
+        graph.replay()
+        return outputs
+
+    return replay
+
+
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     """Memory one call allocates at its peak beyond what was allocated before it (NaN on CPU)."""
     if device.type != "cuda":
@@ -93,8 +118,9 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def tritongru_config(case: Case, device: torch.device) -> tuple[str, str]:
-    """The launch configuration tritongru picks for ``case`` and where it comes from."""
+def tritongru_config(case: Case, device: torch.device) -> tuple[str, str, float]:
+    """The launch configuration tritongru picks for ``case``, where it comes from, and the cost
+    model's step for it (microseconds, a model figure; NaN where the plan table has none)."""
     dtype, training = getattr(torch, case.dtype), case.mode != "inference"
     per_launch = 1
     if case.directions == 2:
@@ -105,7 +131,8 @@ def tritongru_config(case: Case, device: torch.device) -> tuple[str, str]:
         source = "interpreter"
     else:
         source = "tuned" if tuning.lookup(problem, device) == config else "heuristic"
-    return tuning.format_config(config), source
+    modelled = dispatch.modelled_step_us(problem, config)
+    return config.label(), source, math.nan if modelled is None else modelled
 
 
 def _first_line(error: BaseException) -> str:
@@ -138,17 +165,22 @@ def measure_case(
             continue
         try:
             built = provider.build(module)
-            # The accuracy pass also compiles and warms up whatever the provider caches.
-            outputs, grads = run(built.fn, built.params, inputs, case.mode, case.returns, backward=case.mode != "inference")
+
+            def call(backward: bool = case.mode == "fwd_bwd"):
+                return run(built.fn, built.params, inputs, case.mode, case.returns, backward=backward)
+
+            # The accuracy pass also compiles and warms up whatever the provider caches; a graphed
+            # provider is checked on the outputs of a replay, what it times.
+            checked = captured(lambda: call(case.mode != "inference"), device) if provider.timing == "graph" else (
+                lambda: call(case.mode != "inference"))
+            outputs, grads = checked()
             row["out_err"] = max_relative_error(outputs, truth_outputs)
             row["grad_err"] = max_relative_error(grads, truth_grads) if grads is not None else math.nan
-            del outputs, grads
-
-            def call():
-                return run(built.fn, built.params, inputs, case.mode, case.returns, backward=case.mode == "fwd_bwd")
+            del outputs, grads, checked
 
             (p50, p20, p80), timer = time_call(
-                call, device, repeats=repeats, warmup_ms=warmup_ms, rep_ms=rep_ms, graphable=case.mode == "inference"
+                call, device, repeats=repeats, warmup_ms=warmup_ms, rep_ms=rep_ms, graphable=case.mode == "inference",
+                timing=provider.timing,
             )
             row.update(
                 p50_ms=p50, p20_ms=p20, p80_ms=p80, timer=timer,
@@ -157,7 +189,7 @@ def measure_case(
                 peak_mem_mib=peak_memory_mib(call, device),
             )
             if provider.name == "tritongru":
-                row["config"], row["config_source"] = tritongru_config(case, device)
+                row["config"], row["config_source"], row["model_us_per_step"] = tritongru_config(case, device)
         except Exception as error:  # noqa: BLE001 - one provider failing must not end the sweep
             row.update(status="error", note=_first_line(error))
     return rows

@@ -31,6 +31,12 @@ class Built:
     params: list[torch.Tensor]
 
 
+# How a provider's calls are timed: as they are issued (``eager``), captured once into a CUDA graph
+# and replayed (``graph``), or eagerly with short inference calls timed again as graph replays
+# (``auto``, for the providers whose eager launch cost is not the point of comparison).
+TIMINGS = ("eager", "graph", "auto")
+
+
 @dataclasses.dataclass(frozen=True)
 class Provider:
     """``skip_reason(case, device)``: why it cannot run there (None when it can); ``build(module)``."""
@@ -39,6 +45,7 @@ class Provider:
     description: str
     skip_reason: Callable[[Case, torch.device], str | None]
     build: Callable[[nn.GRU], Built]
+    timing: str = "auto"
 
 
 def _tritongru_skip(case: Case, device: torch.device) -> str | None:
@@ -98,7 +105,12 @@ PROVIDERS: dict[str, Provider] = {
     provider.name: provider
     for provider in (
         Provider("tritongru", "tritongru.GRU, Triton kernels only (backend='triton')", _tritongru_skip, _tritongru_build),
-        Provider("cudnn", "torch.nn.GRU on CUDA (cuDNN; allow_tf32 set explicitly per run)", _cudnn_skip, _cudnn_build),
+        Provider("cudnn", "torch.nn.GRU on CUDA, eager (cuDNN; allow_tf32 set explicitly per run)", _cudnn_skip,
+                 _cudnn_build, timing="eager"),
+        # The strongest baseline a user can have at launch-bound shapes: the whole call captured
+        # once and replayed (what the best public "speedups over cuDNN" on KernelBench compare).
+        Provider("cudnn-graph", "torch.nn.GRU on CUDA, the whole call captured in a CUDA graph and replayed",
+                 _cudnn_skip, _cudnn_build, timing="graph"),
         Provider("reference", "tritongru.reference.gru_reference, eager PyTorch", lambda case, device: None, _reference_build),
         Provider("compile", "torch.compile of gru_reference", _compile_skip, _compile_build),
     )

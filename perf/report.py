@@ -66,9 +66,11 @@ def write_plots(frame: pd.DataFrame, out_dir: Path, banner: str) -> list[Path]:
     speedups = rows[rows["provider"] == "tritongru"]
     plots += [
         _lines(speedups, "batch", "speedup_vs_cudnn", ["hidden"], out_dir / "speedup_vs_batch.png",
-               f"{prefix}tritongru speedup over cuDNN vs batch, {group}", "speedup over cuDNN", False),
+               f"{prefix}tritongru speedup over the faster cuDNN (eager or CUDA graph) vs batch, {group}",
+               "speedup over cuDNN", False),
         _lines(speedups, "hidden", "speedup_vs_cudnn", ["batch"], out_dir / "speedup_vs_hidden.png",
-               f"{prefix}tritongru speedup over cuDNN vs hidden, {group}", "speedup over cuDNN", False),
+               f"{prefix}tritongru speedup over the faster cuDNN (eager or CUDA graph) vs hidden, {group}",
+               "speedup over cuDNN", False),
     ]
     return [plot for plot in plots if plot is not None]
 
@@ -97,14 +99,18 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     lines += [
         f"- commit `{meta['commit']}`, written {meta['date']}",
         f"- GPU {meta['gpu']}, SMs {fact['sm_count']}, compute capability {fact['capability']}, driver {fact['driver']}",
-        f"- torch {meta['torch']}, Triton {meta['triton']}, CUDA {meta['cuda']}, Python {meta['python']}",
+        f"- torch {meta['torch']}, Triton {meta['triton']}, CUDA {meta['cuda']}, cuDNN {fact.get('cudnn', 'n/a')} "
+        f"(bf16 nn.GRU runs in cuDNN: {fact.get('cudnn_bf16_rnn', 'n/a')}), Python {meta['python']}",
+        "- `speedup_vs_cudnn`: over the faster of eager `cudnn` and `cudnn-graph` (nn.GRU captured in a CUDA graph) "
+        "for the same case, named in `cudnn_baseline`; `model_us_per_step`: the cost model's step for tritongru's "
+        "launch (a model figure, tritongru/cost_model.py)",
         f"- settings: {meta['settings']}",
         "- times: median (p50) of the call; `us/step` = p50 / (T x layers x directions); errors: "
         "max |x - ref| / max |ref| against the float64 reference (gradients of input, h0 and all weights)",
         f"- FLOPs per layer, direction and step: 2*B*3H*(I+H) + {ELEMENTWISE_FLOPS}*B*H forward; "
         "fwd_bwd counts 3x the forward",
         "",
-        "## Targets (issue 3)",
+        "## Targets",
         "",
         "| target | verdict | detail |",
         "|---|---|---|",
@@ -112,7 +118,8 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
         "",
     ]
     measured = rows[rows["status"] == "ok"].sort_values(["mode", "task", "dtype", "seq_len", "hidden", "batch", "provider"])
-    columns = ["case_id", "provider", "p50_ms", "us_per_step", "tflops", "speedup_vs_cudnn", "out_err", "grad_err", "peak_mem_mib", "timer", "config"]
+    columns = ["case_id", "provider", "p50_ms", "us_per_step", "model_us_per_step", "tflops", "speedup_vs_cudnn",
+               "cudnn_baseline", "out_err", "grad_err", "peak_mem_mib", "timer", "config"]
     for mode, group in measured.groupby("mode", sort=False):
         lines += [f"## {mode}", "", markdown_table(group, columns), ""]
     others = rows[rows["status"] != "ok"]
@@ -121,7 +128,7 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     lines += breakdown_section(out_dir, meta)
     lines += ["## Plots", ""]
     lines += [f"![{plot.stem}]({plot.name})" for plot in plots] or ["(no rows to plot)"]
-    if not (rows["provider"] == "cudnn").any():
+    if not rows["provider"].isin(["cudnn", "cudnn-graph"]).any():
         lines += ["", "No cuDNN rows in this run, so no speedup plots."]
     path = out_dir / "SUMMARY.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -145,7 +152,7 @@ def breakdown_section(out_dir: Path, meta: dict) -> list[str]:
     return [
         "## Where a step's time goes (perf/breakdown.py)", "",
         "Microseconds per step of the forward kernel as configured (`full`, with the barrier), with one stage "
-        "left out (`no-matmul`, `no-barrier`, `no-stall-check`), and exchanging the state through ready flags "
+        "left out (`no-matmul`, `no-barrier`, `eager-stall-check`), and exchanging the state through ready flags "
         "(`flags`, `flags-no-wait`) where the slices are resident; a bidirectional layer's forward as one "
         "launch per direction and as one launch for both (`two-directions-*`, per step of both directions).", "",
         markdown_table(table, shape + variants), "",

@@ -13,21 +13,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from .sweeps import CUDNN_PROVIDERS
+
 KEY_COLUMNS = ["gpu", "commit", "settings", "case_id", "provider"]
 # Rows that need no new measurement on resume; errors are measured again.
 DONE_STATUSES = ("ok", "skipped")
 COLUMNS = [
     *KEY_COLUMNS, "status", "note",
     "task", "mode", "dtype", "batch", "hidden", "input_size", "seq_len", "layers", "directions", "returns",
-    "p50_ms", "p20_ms", "p80_ms", "us_per_step", "tflops", "speedup_vs_cudnn", "out_err", "grad_err", "peak_mem_mib",
-    "timer", "config", "config_source",
-    "gpu_slug", "sm_count", "capability", "driver", "cuda", "torch", "triton", "python", "date",
-    "cpu_interpreter", "timing_note",
+    "p50_ms", "p20_ms", "p80_ms", "us_per_step", "tflops", "speedup_vs_cudnn", "cudnn_baseline", "out_err", "grad_err",
+    "peak_mem_mib", "timer", "config", "config_source", "model_us_per_step",
+    "gpu_slug", "sm_count", "capability", "driver", "cuda", "cudnn", "cudnn_bf16_rnn", "torch", "triton", "python",
+    "date", "cpu_interpreter", "timing_note",
 ]
 
 # Read back as text: a commit of digits only, or a capability "9.0", must not turn into numbers.
 TEXT_COLUMNS = [*KEY_COLUMNS, "status", "note", "task", "mode", "dtype", "returns", "timer", "config", "config_source",
-                "gpu_slug", "capability", "driver", "cuda", "torch", "triton", "python", "date", "timing_note"]
+                "cudnn_baseline", "gpu_slug", "capability", "driver", "cuda", "cudnn", "torch", "triton", "python", "date",
+                "timing_note"]
 
 
 def load(path: Path) -> pd.DataFrame:
@@ -45,14 +48,18 @@ def done_cases(frame: pd.DataFrame, gpu: str, commit: str, settings: str) -> set
 
 
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """``speedup_vs_cudnn = cudnn's p50 / this row's p50`` within each (GPU, commit, settings, case)."""
+    """``speedup_vs_cudnn`` = the faster cuDNN's p50 / this row's p50 within each (GPU, commit,
+    settings, case): eager ``cudnn`` or ``cudnn-graph``, whichever was faster there, named in
+    ``cudnn_baseline``."""
     frame = frame.copy()
     group = ["gpu", "commit", "settings", "case_id"]
-    cudnn = frame[(frame["provider"] == "cudnn") & (frame["status"] == "ok")][[*group, "p50_ms"]]
-    cudnn = cudnn.rename(columns={"p50_ms": "_cudnn_p50"}).drop_duplicates(group, keep="last")
-    frame = frame.drop(columns=["speedup_vs_cudnn"], errors="ignore").merge(cudnn, on=group, how="left")
+    cudnn = frame[frame["provider"].isin(CUDNN_PROVIDERS) & (frame["status"] == "ok")][[*group, "provider", "p50_ms"]]
+    cudnn = cudnn.assign(p50_ms=pd.to_numeric(cudnn["p50_ms"])).sort_values("p50_ms").drop_duplicates(group, keep="first")
+    cudnn = cudnn.rename(columns={"p50_ms": "_cudnn_p50", "provider": "_baseline"})
+    frame = frame.drop(columns=["speedup_vs_cudnn", "cudnn_baseline"], errors="ignore").merge(cudnn, on=group, how="left")
     frame["speedup_vs_cudnn"] = pd.to_numeric(frame["_cudnn_p50"]) / pd.to_numeric(frame["p50_ms"])
-    return frame.drop(columns=["_cudnn_p50"])
+    frame["cudnn_baseline"] = frame["_baseline"]
+    return frame.drop(columns=["_cudnn_p50", "_baseline"])
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,9 @@ import itertools
 
 from tritongru.accuracy import DTYPES, MODES, RETURNS
 
-ALL_PROVIDERS = ("tritongru", "cudnn", "reference", "compile")
+ALL_PROVIDERS = ("tritongru", "cudnn", "cudnn-graph", "reference", "compile")
+# What tritongru is measured against: speedups are over the faster of the two (perf/store.py).
+CUDNN_PROVIDERS = ("cudnn", "cudnn-graph")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,7 @@ def grid(**dimensions) -> tuple[Case, ...]:
 
 
 def _target_shapes() -> tuple[Case, ...]:
-    """The issue's targets first (T=1024 bf16), so a run cut short by a time budget measures them."""
+    """The target shapes first (T=1024 bf16), so a run cut short by a time budget measures them."""
     core = grid(
         mode=("inference", "fwd_bwd"), hidden=(256, 512, 1024), batch=(1, 16, 64), input_size=(256,),
         seq_len=(1024,), layers=(1,), directions=(1,), dtype=("bfloat16",),
@@ -118,10 +120,10 @@ SWEEPS: dict[str, Sweep] = {
     for sweep in (
         Sweep(
             "default",
-            "The issue's target shapes on a GPU: T=1024, bf16 (and some fp32), hidden 64-1024, batch 1-256. "
+            "The target shapes on a GPU: T=1024, bf16 (and some fp32), hidden 64-1024, batch 1-256. "
             "Without the eager reference, which takes seconds per call at T=1024 (add it with --provider).",
             _target_shapes(),
-            ("tritongru", "cudnn"),
+            ("tritongru", *CUDNN_PROVIDERS),
             "cuda",
         ),
         Sweep(

@@ -1,4 +1,4 @@
-"""The performance targets of issue 3, as data, and their check against measured rows.
+"""The performance targets, as data, and their check against measured rows.
 
 All targets are for an H200 at T=1024, bf16, one layer, one direction, tritongru vs cuDNN
 (``torch.nn.GRU``). See ``perf/NOTES.md``.

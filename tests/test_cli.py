@@ -92,10 +92,14 @@ def test_compile_report_gets_its_arguments_unparsed(monkeypatch):
     assert seen == [["--arch", "90"]]
 
 
-def test_compile_report_missing_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "tritongru.compile_report", None)
-    assert cli.main(["compile-report", "--arch", "90"]) == 2
-    assert "tritongru.compile_report is not part of this checkout" in capsys.readouterr().err
+@pytest.mark.parametrize("report", ["compile-report", "cost-report"])
+def test_reports_take_their_own_options(report, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([report, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--hidden" in out and "--exchange" in out
+    assert ("--gpu" in out and "--search" in out) == (report == "cost-report")
 
 
 def test_bench_lists_sweeps(capsys):

@@ -38,39 +38,39 @@ def patient_waits(monkeypatch):
 
 
 @triton.jit
-def _rounds_kernel(p_slots, p_sums, p_sync, num_programs, ROUNDS: tl.constexpr, TIMEOUT_NS: tl.constexpr):
+def _rounds_kernel(p_slots, p_sums, p_sync, num_programs, timeout_us, ROUNDS: tl.constexpr):
     """Each round every program publishes a value and, after the barrier, sums everyone's."""
     pid = tl.program_id(0)
     offs = tl.arange(0, 16)
     for step in range(ROUNDS):
         p_slot = p_slots + (step % 2) * 16
         tl.store(p_slot + pid, step * 100 + pid)
-        grid_barrier(p_sync, num_programs, True, TIMEOUT_NS)
+        grid_barrier(p_sync, num_programs, timeout_us, True)
         b_all = tl.load(p_slot + offs, mask=offs < num_programs, other=0)
         tl.store(p_sums + step * 16 + pid, tl.sum(b_all))
         # Nobody overwrites this round's slot (two rounds on) before everyone has read it.
-        grid_barrier(p_sync, num_programs, True, TIMEOUT_NS)
+        grid_barrier(p_sync, num_programs, timeout_us, True)
 
 
-def _run_rounds(grid: int, num_programs: int, rounds: int, timeout_ns: int):
+def _run_rounds(grid: int, num_programs: int, rounds: int, timeout_us: int):
     slots = torch.full((2, 16), -1, dtype=torch.int32)
     sums = torch.full((rounds, 16), -1, dtype=torch.int32)
     sync = torch.zeros(2, dtype=torch.int32)
     with concurrent_programs():
-        _rounds_kernel[(grid,)](slots, sums, sync, num_programs, ROUNDS=rounds, TIMEOUT_NS=timeout_ns)
+        _rounds_kernel[(grid,)](slots, sums, sync, num_programs, timeout_us, ROUNDS=rounds)
     return sums, sync
 
 
 def test_patch_takes_on_this_triton():
     """Programs really run at once: the first one waits at a barrier for the last one to start."""
-    sums, sync = _run_rounds(grid=3, num_programs=3, rounds=1, timeout_ns=int(20e9))
+    sums, sync = _run_rounds(grid=3, num_programs=3, rounds=1, timeout_us=int(20e6))
     assert sync[1] == 0
     assert sums[0, :3].tolist() == [3] * 3
 
 
 def test_barrier_separates_rounds():
     programs, rounds = 5, 6
-    sums, sync = _run_rounds(grid=programs, num_programs=programs, rounds=rounds, timeout_ns=int(60e9))
+    sums, sync = _run_rounds(grid=programs, num_programs=programs, rounds=rounds, timeout_us=int(60e6))
     expected = [[step * 100 * programs + sum(range(programs))] * programs for step in range(rounds)]
     assert sync[1] == 0, "the barrier reported a stall"
     assert sums[:, :programs].tolist() == expected
@@ -79,14 +79,16 @@ def test_barrier_separates_rounds():
 def test_missing_program_times_out():
     """A program that never runs (another process holds its SM) ends the wait in the error word."""
     start = time.monotonic()
-    sums, sync = _run_rounds(grid=2, num_programs=3, rounds=2, timeout_ns=int(0.3e9))
+    sums, sync = _run_rounds(grid=2, num_programs=3, rounds=2, timeout_us=int(0.3e6))
     assert sync[1] == 1
     assert time.monotonic() - start < 30
 
 
-def _grid_case(H: int, B: int, block_h: int, block_b: int, exchange: str = "barrier"):
-    return PersistentConfig(block_b=block_b, block_h=block_h, block_k=16,
-                            num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, block_b), exchange=exchange)
+def _grid_case(H: int, B: int, block_h: int, block_b: int, exchange: str = "barrier", split: tuple = (1, 1)):
+    split_k, split_n = split
+    return PersistentConfig(block_b=block_b, block_h=block_h, block_k=16 * split_k, split_k=split_k, split_n=split_n,
+                            num_warps=split_k * split_n, num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, block_b),
+                            exchange=exchange)
 
 
 # Ready flags exchange 16- and 32-bit states only; the interpreter's bf16/fp16 are unreliable, so
@@ -94,9 +96,13 @@ def _grid_case(H: int, B: int, block_h: int, block_b: int, exchange: str = "barr
 EXCHANGES = {"barrier": torch.float64, "flags": torch.float32}
 
 
-# (with_lengths, tiles per program): one tile each (3 slices x 2 batch tiles = 6 programs per
-# direction), or every batch tile of its slice (3 programs, each with 2 tiles a step in turn).
-GRIDS = {"full": (False, 1), "lengths": (True, 1), "lengths-two-tiles-each": (True, 2)}
+# (with_lengths, tiles per program, split of the product): one tile each (3 slices x 2 batch tiles
+# = 6 programs per direction), or every batch tile of its slice (3 programs, each with 2 tiles a
+# step in turn); the product unsplit, or split in two parts of the reduction and two of the columns.
+GRIDS = {
+    "full": (False, 1, (1, 1)), "lengths": (True, 1, (1, 1)), "lengths-two-tiles-each": (True, 2, (1, 1)),
+    "lengths-split": (True, 1, (2, 2)),
+}
 
 
 @pytest.mark.parametrize("grid", list(GRIDS), ids=list(GRIDS))
@@ -106,14 +112,14 @@ def test_resident_slices_match_reference(exchange, grid):
     launch: forward and backward, the programs waiting for one another every step."""
     torch.manual_seed(11)
     T, B, inputs, H = 3, 18, 3, 40
-    with_lengths, tiles_each = GRIDS[grid]
+    with_lengths, tiles_each, split = GRIDS[grid]
     dtype = EXCHANGES[exchange]
     gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
     params = [p.detach().requires_grad_() for p in gru._flat_weights]
     x = torch.randn(T, B, inputs, dtype=dtype, requires_grad=True)
     h0 = torch.randn(2, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
-    config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)
+    config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange, split=split)
     config = dataclasses.replace(config, num_programs=config.num_programs // tiles_each)
     assert config.resident and config.grid_synchronised(H) and config.num_programs == 6 // tiles_each
     assert config.uses_ready_flags(H) == (exchange == "flags")

@@ -136,18 +136,24 @@ def test_grid_that_cannot_be_co_resident_is_refused():
         gru_forward(gx, w, b_hn, h0, None, False, False, too_many, "tf32")
 
 
+@pytest.mark.parametrize("mode", ["eager", "async"])
 @pytest.mark.parametrize("exchange", ["barrier", "flags"])
-def test_stalled_grid_raises_and_the_next_call_works(exchange, monkeypatch):
+def test_stalled_grid_raises_and_the_next_call_works(exchange, mode, monkeypatch):
     """A grid one program short of what its programs wait for can never finish a step: the bounded
-    wait must turn that into a RuntimeError, and the next call must work normally."""
+    wait must turn that into a StallError (eager: from the call; async: once its word is back, at
+    the next synchronised launch or at tritongru.check_stalls), and the next call must work."""
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "50")
+    monkeypatch.setenv("TRITONGRU_STALL_CHECK", mode)
     T, B, H = 3, 16, 256
-    config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4, exchange=exchange)
+    config = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=16, num_warps=4, split_k=4,
+                              exchange=exchange)
     gx, w, b_hn, h0 = _one_direction(T, B, H)
     with monkeypatch.context() as patch:
         patch.setattr(forward_module, "gru_fwd_persistent_kernel", OneProgramShort(gru_fwd_persistent_kernel))
-        with pytest.raises(RuntimeError, match="program waited longer than 50 ms"):
+        with pytest.raises(tritongru.StallError, match="program waited longer than 50 ms"):
             gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
+            if mode == "async":
+                tritongru.check_stalls()
     # The default timeout again: other test workers share this GPU, and the clock runs while they do.
     monkeypatch.delenv("TRITONGRU_BARRIER_TIMEOUT_MS")
     y_next, h_next, _, _ = gru_forward(gx, w, b_hn, h0, None, False, False, config, "tf32x3")
@@ -165,7 +171,7 @@ def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, 
     programs polling one another."""
     torch.manual_seed(3)
     T = 256
-    barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS)
+    barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS, exchange="barrier")
     flags = dataclasses.replace(barrier, exchange="flags")
     assert flags.uses_ready_flags(H) and flags.grid_synchronised(H)
     gx, w, b_hn, h0 = _one_direction(T, B, H, dtype)

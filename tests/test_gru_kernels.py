@@ -21,8 +21,13 @@ from helpers import assert_close, grads
 CONFIGS = {
     # W_hh whole in each program; programs are independent batch tiles.
     "whole": lambda H, B: PersistentConfig(block_b=16, block_h=32, block_k=16, num_programs=1),
+    # The same with the product split four ways: two parts of each chunk's reduction, two of the columns.
+    "whole-split": lambda H, B: PersistentConfig(block_b=16, block_h=32, block_k=32, num_programs=1, num_warps=4,
+                                                 split_k=2, split_n=2),
     # Three hidden slices and two batch tiles, the reduction in several chunks, weights re-read.
     "sliced": lambda H, B: PersistentConfig(block_b=16, block_h=16, block_k=16, num_programs=1, resident=False),
+    "sliced-split": lambda H, B: PersistentConfig(block_b=16, block_h=16, block_k=32, num_programs=1, resident=False,
+                                                  num_warps=4, split_k=2, split_n=2),
 }
 
 
@@ -37,7 +42,7 @@ def _run(config, x, h0, params, lengths, bidirectional):
 def test_work_splits_match_reference(split, with_lengths):
     """H=40 gives three hidden slices of 16 in the sliced split; B=18 two batch tiles of 16."""
     torch.manual_seed(3)
-    T, B, inputs, H = 3, 18, 3, 40 if split == "sliced" else 20
+    T, B, inputs, H = 3, 18, 3, 40 if split.startswith("sliced") else 20
     dtype = torch.float64
     gru = torch.nn.GRU(inputs, H, bidirectional=True, dtype=dtype)
     params = [p.detach().to(DEVICE).requires_grad_() for p in gru._flat_weights]
@@ -45,7 +50,7 @@ def test_work_splits_match_reference(split, with_lengths):
     h0 = torch.randn(2, B, H, dtype=dtype, device=DEVICE, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
     config = CONFIGS[split](H, B)
-    assert config.num_h_tiles(H) == (3 if split == "sliced" else 1)
+    assert config.num_h_tiles(H) == (3 if split.startswith("sliced") else 1)
     y, h_n = _run(config, x, h0, params, lengths, True)
     y_ref, h_ref = gru_reference(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths)
     assert_close(y, y_ref, dtype, "output")
@@ -116,7 +121,7 @@ def test_one_launch_for_both_directions_equals_one_per_direction(split, monkeypa
     compute: the outputs are bitwise those of one launch per direction; the gradients agree to
     rounding (one input GEMM over both directions sums dx in another order)."""
     torch.manual_seed(7)
-    T, B, inputs, H = 3, 18, 3, 40 if split == "sliced" else 20
+    T, B, inputs, H = 3, 18, 3, 40 if split.startswith("sliced") else 20
     x = torch.randn(T, B, inputs, device=DEVICE, requires_grad=True)
     model = tritongru.GRU(inputs, H, 2, bidirectional=True, backend="triton").to(DEVICE)
     lengths = torch.randint(1, T + 1, (B,))

@@ -1,21 +1,23 @@
-"""The host side of a barrier launch without a GPU: a grid that cannot be co-resident is refused
-before anything launches, and a stall reported by the kernel's error word becomes a RuntimeError."""
+"""The host side of a synchronised launch without a GPU: a grid that cannot be co-resident is refused
+before anything launches, and a stall reported by the kernel's error word becomes a StallError,
+at once (eager, and on the CPU) or when the word has come back (async, the default on a GPU)."""
 
 from __future__ import annotations
 
+import collections
 import types
 
 import pytest
 import torch
 
-from tritongru.kernels import launch
-from tritongru.kernels.launch import PersistentConfig
+from tritongru.kernels import launch, stalls
+from tritongru.kernels.launch import Launch, PersistentConfig
 
 
 class FakeKernel:
-    """Stands in for a compiled barrier kernel: records its launch, optionally reports a stall."""
+    """Stands in for a compiled synchronised kernel: records its launch, optionally reports a stall."""
 
-    arg_names = ["p_x", "p_sync"]
+    arg_names = ["p_x", "p_sync", "T", "B", "H"]
 
     def __init__(self, stall: bool):
         self.fn = types.SimpleNamespace(__name__="fake_barrier_kernel")
@@ -36,44 +38,103 @@ def compiled_mode(monkeypatch):
     """launch as it behaves on a GPU, with a fixed co-residency capacity of 8 programs."""
     monkeypatch.setattr(launch, "INTERPRET", False)
     monkeypatch.setattr(launch, "co_resident_capacity", lambda *args: 8)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
 
 
 CONFIG = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=8)
 
 
-def _args():
-    return (torch.zeros(4), launch.new_sync_word(torch.device("cpu")))
+def _launch(kernel, config=CONFIG, synchronised=True, constexprs=None):
+    args = (torch.zeros(4), launch.new_sync_word(torch.device("cpu")), 5, 3, 40)
+    return Launch(kernel, args, constexprs or {}, config, directions=1, synchronised=synchronised)
 
 
 def test_grid_beyond_capacity_is_refused_before_launch(compiled_mode):
     kernel = FakeKernel(stall=False)
     too_many = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=9)
-    with pytest.raises(RuntimeError, match="a grid of 9 programs cannot be co-resident on cpu .at most 8 fit."):
-        launch.launch_persistent(kernel, too_many, _args(), {}, synchronised=True)
+    with pytest.raises(RuntimeError, match=r"T=5, B=3, H=40, a grid of 9 programs\) cannot be co-resident on cpu \(at most 8"):
+        launch.launch_persistent(_launch(kernel, too_many))
     assert kernel.launches == []
 
 
-def test_barrier_launch_is_cooperative_and_checked(compiled_mode):
+def test_synchronised_launch_is_cooperative(compiled_mode):
     kernel = FakeKernel(stall=False)
-    launch.launch_persistent(kernel, CONFIG, _args(), {"BLOCK_B": 16}, synchronised=True)
+    launch.launch_persistent(_launch(kernel, constexprs={"BLOCK_B": 16}))
     [(grid, options)] = kernel.launches
     assert grid == (8,) and options["launch_cooperative_grid"] is True and options["num_warps"] == CONFIG.num_warps
+    assert options["BLOCK_B"] == 16
 
 
-def test_stall_becomes_an_error(compiled_mode, monkeypatch):
+@pytest.mark.parametrize("mode", ["async", "eager"])
+def test_stall_becomes_an_error(compiled_mode, monkeypatch, mode):
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "75")
-    with pytest.raises(RuntimeError, match="program waited longer than 75 ms .* for the other programs of its grid of 8"):
-        launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, synchronised=True)
+    monkeypatch.setenv("TRITONGRU_STALL_CHECK", mode)
+    with pytest.raises(stalls.StallError, match=r"fake_barrier_kernel \(T=5.*waited longer than 75 ms"):
+        launch.launch_persistent(_launch(FakeKernel(stall=True)))
 
 
 def test_stall_check_can_be_turned_off(compiled_mode, monkeypatch):
     monkeypatch.setenv("TRITONGRU_STALL_CHECK", "0")
-    launch.launch_persistent(FakeKernel(stall=True), CONFIG, _args(), {}, synchronised=True)
+    launch.launch_persistent(_launch(FakeKernel(stall=True)))
 
 
-def test_kernels_without_a_barrier_launch_plainly(compiled_mode):
+def test_unknown_stall_mode_is_refused(compiled_mode, monkeypatch):
+    monkeypatch.setenv("TRITONGRU_STALL_CHECK", "sometimes")
+    with pytest.raises(ValueError, match=r"TRITONGRU_STALL_CHECK must be one of \('async', 'eager', '0'\), got 'sometimes'"):
+        launch.launch_persistent(_launch(FakeKernel(stall=False)))
+
+
+def test_kernels_without_synchronisation_launch_plainly(compiled_mode):
     kernel = FakeKernel(stall=True)
-    launch.launch_persistent(kernel, CONFIG, _args(), {}, synchronised=False)
+    launch.launch_persistent(_launch(kernel, synchronised=False))
     [(_, options)] = kernel.launches
     assert "launch_cooperative_grid" not in options
+
+
+def test_timeout_outside_int32_microseconds_is_refused(monkeypatch):
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "3000000")
+    with pytest.raises(ValueError, match=r"must lie in \(0, 2147483\] milliseconds, got 3000000"):
+        launch.barrier_timeout_us()
+
+
+class FakeEvent:
+    def __init__(self, landed: bool):
+        self.landed = landed
+        self.waited = False
+
+    def query(self) -> bool:
+        return self.landed
+
+    def synchronize(self) -> None:
+        self.waited = True
+        self.landed = True
+
+
+def _pending(*words):
+    """Watched launches as a GPU leaves them: ``(error word, landed)`` each, oldest first."""
+    return collections.deque(
+        stalls._Watched(torch.tensor([error], dtype=torch.int32), FakeEvent(landed), f"launch {i}")
+        for i, (error, landed) in enumerate(words)
+    )
+
+
+def test_async_poll_reads_only_words_that_have_landed():
+    pending = _pending((0, True), (1, False))
+    stalls._settle(pending, wait_for=0)
+    assert [w.what for w in pending] == ["launch 1"] and not pending[0].done.waited
+
+
+def test_async_poll_raises_for_a_landed_stall_naming_its_launch():
+    pending = _pending((0, True), (1, True), (0, False))
+    with pytest.raises(stalls.StallError, match=r"^launch 1: .* everything computed from them since, are invalid"):
+        stalls._settle(pending, wait_for=0)
+    assert not pending, "a reported stall clears what is behind it: those launches ran on fresh words"
+
+
+def test_check_stalls_waits_for_every_launch(monkeypatch):
+    device = torch.device("cuda", 0)
+    monkeypatch.setitem(stalls._pending, device, _pending((0, False), (1, False)))
+    with pytest.raises(stalls.StallError, match="^launch 1: "):
+        stalls.check_stalls()
+    monkeypatch.setitem(stalls._pending, device, _pending((0, False)))
+    stalls.check_stalls(device)
+    assert not stalls._pending[device]

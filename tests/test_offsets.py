@@ -17,17 +17,18 @@ from tritongru.kernels.launch import PersistentConfig, check_step_size
 TIME_INDEXED = {"fwd": ("p_gx", "p_y", "p_gates", "p_hbuf"), "bwd": ("p_dy", "p_hs", "p_gates", "p_dgx", "p_dgh")}
 
 _SCRIPT = """
-import sys, torch, triton
+import dataclasses, sys, torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from tritongru import compile_report as report
-from tritongru.dispatch import H200_SMS, Problem, heuristic_config
-backward = sys.argv[1] == "bwd"
-config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS, backward)
-kernel, constexprs = report._launch_constants(config, 1024, 16, torch.bfloat16, backward, True)
-constexprs["REVERSE"] = True  # per-row time indices: the general case
-source = ASTSource(kernel, report._signature(kernel, torch.bfloat16, constexprs), constexprs)
-compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+kind = sys.argv[1]
+config = report.planned_config(kind, 1024, 16, torch.bfloat16)
+launch = report.planned_launch(kind, config, 1024, 16, torch.bfloat16)
+# Per-row time indices: the general case.
+launch = dataclasses.replace(launch, constexprs={**launch.constexprs, "REVERSE": True})
+signature, constexprs, attrs = report.specialization(launch)
+compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                          options=config.compile_options())
 print(compiled.asm["ttir"])
 """
 

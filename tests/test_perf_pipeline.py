@@ -68,7 +68,7 @@ def test_interpreter_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     assert len(list((folder / "runs").glob("*.csv"))) == 1
     summary = (folder / "SUMMARY.md").read_text()
     assert "## Where a step's time goes" in summary
-    assert "| dtype | seq_len | hidden | batch | full | no-matmul | no-barrier | no-stall-check |" in summary
+    assert "| dtype | seq_len | hidden | batch | full | no-matmul | no-barrier | eager-stall-check |" in summary
     assert "| float32 | 2 | 16 | 1 |" in summary
 
 

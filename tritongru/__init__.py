@@ -1,9 +1,10 @@
 """tritongru: a persistent-RNN GRU in Triton, a drop-in replacement for torch.nn.GRU."""
 
 from .functional import gru
+from .kernels.stalls import StallError, check_stalls
 from .module import GRU
 from .reference import gru_reference
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "gru", "gru_reference", "__version__"]
+__all__ = ["GRU", "StallError", "check_stalls", "gru", "gru_reference", "__version__"]

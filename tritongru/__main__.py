@@ -1,4 +1,4 @@
-"""The ``tritongru`` command line: ``python -m tritongru {info,bench,tune,validate,compile-report}``.
+"""The ``tritongru`` command line: ``python -m tritongru {info,bench,tune,validate,compile-report,cost-report}``.
 
 Exit codes: 0 success; 1 the command ran and found a failure (validation over tolerance, a provider
 error in the benchmark); 2 the command cannot run here or was called wrongly (no GPU for ``tune``,
@@ -169,14 +169,9 @@ def cmd_tune(args: argparse.Namespace, argv: list[str]) -> int:
 # compile-report
 
 
-def cmd_compile_report(argv: list[str]) -> int:
-    try:
-        compile_report = importlib.import_module("tritongru.compile_report")
-    except ModuleNotFoundError as error:
-        if error.name != "tritongru.compile_report":
-            raise
-        raise CLIError("tritongru.compile_report is not part of this checkout") from error
-    return int(compile_report.main(argv))
+def cmd_report(module: str, argv: list[str]) -> int:
+    """``compile-report`` and ``cost-report``: their options are the reports' own."""
+    return int(importlib.import_module(f"tritongru.{module}").main(argv))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("compile-report", add_help=False,
                         help="compile the kernels for a GPU target without one and report resources (e.g. --arch 90); "
                              "its own options: compile-report --help")
+    commands.add_parser("cost-report", add_help=False,
+                        help="model what a step and a call cost from the compiled kernels (model figures, no GPU); "
+                             "its own options: cost-report --help")
     return parser
 
 
@@ -259,9 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["compile-report"]:
-            # Its options are the report's own: hand them over unparsed.
-            return cmd_compile_report(argv[1:])
+        if argv[:1] in (["compile-report"], ["cost-report"]):
+            # Their options are the reports' own: hand them over unparsed.
+            return cmd_report(argv[0].replace("-", "_"), argv[1:])
         args = build_parser().parse_args(argv)
         if args.command is None:
             build_parser().print_help(sys.stderr)

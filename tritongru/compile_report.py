@@ -1,10 +1,15 @@
-"""Compile every kernel variant the dispatcher can choose for sm_90 (H100/H200), without a GPU.
+"""Compile every kernel variant the dispatcher can choose for sm_90 (H100/H200), without a GPU,
+exactly as the JIT compiles it at launch.
 
-For a grid of shapes, the dispatcher's configuration of the forward (inference and training) and
-the backward is compiled ahead of time for the sm_90 target; ``cuobjdump`` (shipped in Triton's
-wheel) reads registers, stack (spills) and shared memory from the cubin. The report fails (exit 1)
-on a spill in a variant whose weights are meant to stay on chip, on shared memory over the
-per-block limit, or on a barrier grid that cannot be co-resident on the H200's 132 SMs.
+For a grid of shapes, the launches the dispatcher plans (the inference forward, the training
+forward and the backward) are built by the kernels' own launchers on meta tensors of the planned
+shape (T = 1024, lengths given, the forward direction), specialised the way Triton's JIT
+specialises them at run time (:func:`specialization`: integer arguments equal to 1 become
+constants, integers divisible by 16 and 16-byte-aligned pointers carry ``tt.divisibility = 16``)
+and compiled ahead of time for the sm_90 target. ``cuobjdump`` (shipped in Triton's wheel) reads
+registers, stack (spills) and shared memory from the cubin. The report fails (exit 1) on a spill in
+a variant whose weights are meant to stay on chip, on shared memory over the per-block limit, or
+on a synchronised grid that cannot be co-resident on the H200's 132 SMs.
 
     python -m tritongru compile-report --arch 90
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -23,16 +29,152 @@ import torch
 import triton
 
 from .dispatch import H200_SMS, Problem, heuristic_config
-from .kernels import gru_bwd_persistent_kernel, gru_fwd_persistent_kernel
-from .kernels.launch import EXCHANGES, SM90_LIMITS, PersistentConfig, launch_constexprs, programs_per_sm
+from .kernels.gru_backward import backward_launch
+from .kernels.gru_forward import forward_launch
+from .kernels.launch import EXCHANGES, SM90_LIMITS, Launch, PersistentConfig, programs_per_sm
 
 HIDDEN = (64, 128, 256, 512, 768, 1024, 1536, 2048)
 BATCH = (1, 16, 64, 256)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-SUBSET = dict(hidden=(64, 256, 1024), batch=(16,), dtypes=(torch.bfloat16,))
+SUBSET = dict(hidden=(64, 256, 1024), batch=(1, 16), dtypes=(torch.bfloat16,))
+# The sequence length the planned launches are compiled at: divisible by 16, as a long sequence
+# usually is (T = 1 compiles as a constant, like B = 1).
+SEQ_LEN = 1024
+KINDS = ("fwd-inf", "fwd", "bwd")
 
-_TRITON_TYPE = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-_BY_NAME = {name: dtype for dtype, name in _TRITON_TYPE.items()}
+_TRITON_TYPE = {
+    torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64",
+    torch.int32: "i32", torch.int64: "i64",
+}
+_BY_NAME = {name: dtype for dtype, name in _TRITON_TYPE.items() if dtype.is_floating_point and dtype != torch.float64}
+
+
+# --------------------------------------------------------------------------------------------------
+# The launches the dispatcher plans, and how the JIT specialises them
+
+
+def planned_launch(kind: str, config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype,
+                   directions: int = 1, seq_len: int = SEQ_LEN, device: str = "meta") -> Launch:
+    """The launch of ``kind`` (``fwd-inf``, ``fwd`` or ``bwd``) that the launchers build for
+    ``config`` at this shape, on tensors of ``device`` (meta: nothing is allocated)."""
+    T, B, H, D = seq_len, batch, hidden, directions
+
+    def empty(*shape, dtype=dtype):
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    lengths = torch.full((B,), T, dtype=torch.int32, device=device)
+    w_hh = empty(D, 3 * H, H)
+    if kind == "bwd":
+        launch, _ = backward_launch(
+            empty(T, B, D * H), empty(D, B, H), w_hh, empty(D, T + 1, B, H), empty(D, T, B, 4, H), lengths, False,
+            config, "tf32x3",
+        )
+        return launch
+    launch, _ = forward_launch(
+        empty(T, B, D * 3 * H), w_hh, empty(D, H), empty(D, B, H), lengths, False, kind == "fwd", config, "tf32x3"
+    )
+    return launch
+
+
+def specialization(launch: Launch) -> tuple[dict, dict, dict]:
+    """``(signature, constexprs, attrs)`` of ``launch`` as Triton's JIT builds them at launch, for
+    :class:`triton.compiler.ASTSource`: an integer argument equal to 1 becomes a constant, one
+    divisible by 16 and a pointer aligned to 16 bytes get ``tt.divisibility = 16``, except where
+    the kernel asks for no specialisation (``do_not_specialize``)."""
+    kernel = launch.kernel
+    signature, constexprs, attrs = {}, {}, {}
+    values = iter(launch.args)
+    for index, param in enumerate(kernel.params):
+        name = param.name
+        if param.is_constexpr:
+            signature[name] = "constexpr"
+            constexprs[name] = launch.constexprs[name]
+            continue
+        value = next(values)
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TRITON_TYPE[value.dtype]
+            aligned = value.data_ptr() % 16 == 0 and not param.do_not_specialize_on_alignment
+        elif isinstance(value, bool):
+            signature[name], aligned = "u1", False
+        elif isinstance(value, int):
+            if value == 1 and not param.do_not_specialize:
+                signature[name] = "constexpr"
+                constexprs[name] = 1
+                continue
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            aligned = value % 16 == 0 and not param.do_not_specialize
+        else:
+            raise TypeError(f"{name}: cannot specialise an argument of type {type(value).__name__}")
+        if aligned:
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiling ahead of time
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """One variant compiled for a GPU target: what the report and the cost model read."""
+
+    regs: int
+    spill_bytes: int
+    shared: int
+    num_warps: int
+    ttgir: str
+    ptx: str
+    sass: str
+
+
+def _tool(name: str) -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _launch_key(launch: Launch) -> tuple:
+    signature, constexprs, attrs = specialization(launch)
+    return (
+        launch.kernel.fn.__name__, tuple(signature.items()), tuple(sorted((k, str(v)) for k, v in constexprs.items())),
+        tuple(sorted(attrs)), tuple(sorted(launch.config.compile_options().items())),
+    )
+
+
+_compiled: dict[tuple, Compiled] = {}
+
+
+def compile_launch(launch: Launch, arch: int = 90) -> Compiled:
+    """``launch`` compiled for ``sm_<arch>`` as the JIT would compile it (cached per variant)."""
+    key = (arch, *_launch_key(launch))
+    if key not in _compiled:
+        _compiled[key] = _compile(launch, arch)
+    return _compiled[key]
+
+
+def _compile(launch: Launch, arch: int) -> Compiled:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constexprs, attrs = specialization(launch)
+    options = launch.config.compile_options()
+    compiled = triton.compile(
+        ASTSource(launch.kernel, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32), options=options
+    )
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", cubin.name],
+                               capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", cubin.name], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+    if match is None:
+        raise RuntimeError(f"cuobjdump printed no resource usage for {launch.kernel.fn.__name__}:\n{usage}")
+    regs, stack, local = (int(g) for g in match.groups())
+    return Compiled(regs, stack + local, compiled.metadata.shared, options["num_warps"],
+                    compiled.asm["ttgir"], compiled.asm["ptx"], sass)
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
 
 
 @dataclasses.dataclass
@@ -58,175 +200,84 @@ class Row:
         if self.shared > SM90_LIMITS["shared_per_block"]:
             found.append(f"shared memory {self.shared} B > {SM90_LIMITS['shared_per_block']} B")
         if self.barrier and self.grid > H200_SMS * self.per_sm:
-            found.append(f"barrier grid {self.grid} > {H200_SMS} SMs x {self.per_sm} per SM")
+            found.append(f"synchronised grid {self.grid} > {H200_SMS} SMs x {self.per_sm} per SM")
         return found
 
 
-def _signature(kernel, dtype: torch.dtype, constexprs: dict) -> dict:
-    element = _TRITON_TYPE[dtype]
-    accumulator = "fp64" if dtype == torch.float64 else "fp32"
-    signature = {}
-    for param in kernel.params:
-        name = param.name
-        if param.is_constexpr:
-            signature[name] = "constexpr"
-        elif name in ("p_len", "p_sync"):
-            signature[name] = "*i32"
-        elif name == "p_xbuf":
-            # Tagged words with ready flags; otherwise the launcher passes the sync word.
-            signature[name] = "*i64" if constexprs["FLAGS"] and dtype.itemsize == 4 else "*i32"
-        elif name in ("p_state", "p_dstate"):
-            signature[name] = f"*{accumulator}"
-        elif name.startswith("p_"):
-            signature[name] = f"*{element}"
-        else:
-            signature[name] = "i32"
-    return signature
-
-
-def _cuobjdump() -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-
-
-def compile_ahead(kernel, dtype: torch.dtype, constexprs: dict, config: PersistentConfig, arch: int):
-    """One variant compiled for ``sm_<arch>`` without a GPU (its ``asm`` holds the PTX and cubin)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    source = ASTSource(kernel, _signature(kernel, dtype, constexprs), constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=config.compile_options())
-
-
-def compile_variant(kernel, dtype: torch.dtype, constexprs: dict, config: PersistentConfig, arch: int) -> tuple[int, int, int]:
-    """``(registers, spill bytes, shared bytes)`` of one variant compiled for ``sm_<arch>``."""
-    compiled = compile_ahead(kernel, dtype, constexprs, config, arch)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(compiled.asm["cubin"])
-        cubin.flush()
-        usage = subprocess.run(
-            [_cuobjdump(), "--dump-resource-usage", cubin.name], capture_output=True, text=True, check=True
-        ).stdout
-    match = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
-    if match is None:
-        raise RuntimeError(f"cuobjdump printed no resource usage for {kernel.fn.__name__}:\n{usage}")
-    regs, stack, local = (int(g) for g in match.groups())
-    return regs, stack + local, compiled.metadata.shared
-
-
-def _launch_constants(
-    config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype, backward: bool, training: bool
-):
-    """The kernel and the constexprs its launcher passes for ``config`` (lengths on, forward direction).
-
-    fp32 products compile as 3xTF32: the default at run time (TF32 not allowed), and the heavier of
-    the two precisions (it keeps two TF32 copies of the resident weights)."""
-    constexprs = launch_constexprs(
-        config, hidden, batch, dtype, backward=backward, reverse=False, use_lengths=True, precision="tf32x3"
-    )
-    if backward:
-        return gru_bwd_persistent_kernel, constexprs
-    return gru_fwd_persistent_kernel, dict(constexprs, SAVE_GATES=training)
+def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barrier") -> PersistentConfig:
+    """The dispatcher's configuration for ``kind`` at this shape on an H200, its forwards' resident
+    slices exchanging their state with ``exchange``."""
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
+    return heuristic_config(problem, H200_SMS, kind == "bwd", exchange)
 
 
 def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barrier"):
-    """``(kernel, constexprs, config, synchronised)`` for each launch the dispatcher plans for a
-    shape, its forwards' resident slices exchanging their state with ``exchange``."""
-    for backward, training in ((False, False), (False, True), (True, True)):
-        config = heuristic_config(Problem(hidden, batch, dtype, training), H200_SMS, backward, exchange)
-        barrier = config.grid_synchronised(hidden)
-        kernel, constexprs = _launch_constants(config, hidden, batch, dtype, backward, training)
-        yield kernel, constexprs, config, barrier
+    """``(kind, launch)`` for each launch the dispatcher plans for a shape."""
+    for kind in KINDS:
+        yield kind, planned_launch(kind, planned_config(kind, hidden, batch, dtype, exchange), hidden, batch, dtype)
 
 
-# The order in which search_tiles tries (num_warps, block_k, max_registers): more warps share a
-# step's work, longer chunks mean fewer dots per step, and the default register budget before 255.
-TILE_CANDIDATES = (
-    (8, 128, None), (8, 128, 255), (8, 64, None), (8, 64, 255), (4, 128, None), (4, 64, None), (8, 32, 255), (4, 32, None)
-)
-
-
-def search_tiles(hidden=HIDDEN, dtypes=(torch.float32, torch.bfloat16), arch: int = 90, out=sys.stdout) -> dict:
-    """For each dtype, hidden size and kernel, the first ``(num_warps, block_k, max_registers)`` of
-    :data:`TILE_CANDIDATES` that compiles without spills: the source of ``dispatch._TILES`` (run
-    with ``--search-tiles``; slow)."""
-    found = {}
-    for dtype in dtypes:
-        for H in hidden:
-            for name, backward, training in (("fwd-inf", False, False), ("fwd", False, True), ("bwd", True, True)):
-                base = heuristic_config(Problem(H, 16, dtype, training), H200_SMS, backward)
-                choice = None
-                for num_warps, block_k, max_registers in TILE_CANDIDATES:
-                    config = dataclasses.replace(base, num_warps=num_warps, block_k=block_k, max_registers=max_registers)
-                    kernel, constexprs = _launch_constants(config, H, 16, dtype, backward, training)
-                    regs, spill, shared = compile_variant(kernel, dtype, constexprs, config, arch)
-                    if choice is None or spill < choice[3]:
-                        choice = (num_warps, block_k, max_registers, spill)
-                    if spill == 0 and shared <= SM90_LIMITS["shared_per_block"]:
-                        break
-                found[(_TRITON_TYPE[dtype], H, name)] = choice
-                print(f"{_TRITON_TYPE[dtype]:<5} {H:>5} {name:<8} warps={choice[0]} block_k={choice[1]} "
-                      f"max_registers={choice[2]} spill={choice[3]}",
-                      file=out, flush=True)
-    return found
+def kind_name(kind: str, launch: Launch) -> str:
+    return kind + ("+flags" if launch.constexprs.get("FLAGS") else "")
 
 
 def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: str = "barrier", out=sys.stdout) -> list[Row]:
     """Compile every planned variant over the shape grid and print one table row per variant."""
-    rows, seen = [], {}
+    rows = []
     header = f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
     print(header, file=out)
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
-                for kernel, constexprs, config, barrier in variants(H, B, dtype, exchange):
-                    key = (kernel.fn.__name__, dtype, tuple(sorted((k, str(v)) for k, v in constexprs.items())), config.num_warps)
-                    if key not in seen:
-                        seen[key] = compile_variant(kernel, dtype, constexprs, config, arch)
-                    regs, spill, shared = seen[key]
-                    per_sm = programs_per_sm(regs, shared, config.num_warps)
+                for kind, launch in variants(H, B, dtype, exchange):
+                    config = launch.config
+                    compiled = compile_launch(launch, arch)
+                    per_sm = programs_per_sm(compiled.regs, compiled.shared, config.num_warps)
                     row = Row(
-                        "fwd" if kernel is gru_fwd_persistent_kernel else "bwd", _TRITON_TYPE[dtype], H, B, config,
-                        regs, spill, shared, per_sm, config.num_programs, config.resident, barrier,
+                        kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs, compiled.spill_bytes,
+                        compiled.shared, per_sm, launch.programs, config.resident, launch.synchronised,
                     )
-                    if kernel is gru_fwd_persistent_kernel and not constexprs["SAVE_GATES"]:
-                        row.kernel = "fwd-inf"
-                    if constexprs.get("FLAGS"):
-                        row.kernel += "+flags"
                     rows.append(row)
                     tiles = f"{config.block_b}/{config.block_h}/{config.block_k}"
                     status = "; ".join(row.problems) or "ok"
                     print(
-                        f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {regs:>4} "
-                        f"{spill:>5} {shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",
+                        f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {row.regs:>4} "
+                        f"{row.spill_bytes:>5} {row.shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",
                         file=out, flush=True,
                     )
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritongru compile-report", description=__doc__.split("\n\n")[0])
+def shape_options(parser: argparse.ArgumentParser) -> None:
+    """The shape options the compile report and the cost report share."""
     parser.add_argument("--arch", type=int, default=90, help="compute capability to compile for (default 90: H100/H200)")
     parser.add_argument("--subset", action="store_true", help="a representative subset (what the test suite runs)")
     parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {' '.join(map(str, HIDDEN))})")
+    parser.add_argument("--batch", type=int, nargs="+", help=f"batch sizes (default {' '.join(map(str, BATCH))})")
     parser.add_argument("--dtype", choices=sorted(_BY_NAME), nargs="+", help="dtypes (default all three)")
     parser.add_argument("--exchange", choices=EXCHANGES, default="barrier",
-                        help="how the forwards' resident slices exchange their state (default barrier, what the "
-                             "dispatcher plans; flags: the ready-flag twins the tuner may choose)")
-    parser.add_argument("--search-tiles", action="store_true",
-                        help="search the spill-free (warps, block_k) of every kernel instead (slow; feeds dispatch._TILES)")
-    args = parser.parse_args(argv)
+                        help="how the forwards' resident slices exchange their state (default barrier; flags: the "
+                             "ready-flag twins)")
+
+
+def shapes_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     if args.arch != 90:
         parser.error(f"only --arch 90 is checked (the limits are sm_90's), got {args.arch}")
     shapes = dict(SUBSET) if args.subset else {}
     if args.hidden:
         shapes["hidden"] = tuple(args.hidden)
+    if args.batch:
+        shapes["batch"] = tuple(args.batch)
     if args.dtype:
         shapes["dtypes"] = tuple(_BY_NAME[name] for name in args.dtype)
-    if args.search_tiles:
-        shapes.pop("batch", None)
-        search_tiles(arch=args.arch, **shapes)
-        return 0
-    rows = report(arch=args.arch, exchange=args.exchange, **shapes)
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tritongru compile-report", description=__doc__.split("\n\n")[0])
+    shape_options(parser)
+    args = parser.parse_args(argv)
+    rows = report(arch=args.arch, exchange=args.exchange, **shapes_from(args, parser))
     failed = [row for row in rows if row.problems]
     print(f"\n{len(rows)} planned launches, {len(failed)} with problems", flush=True)
     return 1 if failed else 0

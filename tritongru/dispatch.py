@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.resources
+import json
 
 import torch
 import triton
@@ -61,79 +63,157 @@ def sm_count(device: torch.device) -> int:
     return H200_SMS
 
 
-# (num_warps, block_k, max_registers) of the inference forward, the training forward and the
-# backward, by element size and by the smallest hidden size of the sm_90 compile map at least H:
-# the first candidate of `compile_report.TILE_CANDIDATES` that compiled without spills for that
-# kernel, found by `python -m tritongru compile-report --search-tiles` (the plain report checks
-# every entry in use; rerun the search after changing a kernel).
-Tiles = tuple[int, int, int | None]
-_TILES: dict[int, dict[int, tuple[Tiles, Tiles, Tiles]]] = {
-    2: {
-        64: ((8, 128, None), (8, 128, None), (8, 128, 255)),
-        128: ((8, 128, None), (8, 128, None), (8, 128, None)),
-        256: ((8, 128, None), (8, 128, 255), (8, 128, None)),
-        512: ((8, 128, None), (8, 128, None), (8, 64, None)),
-        768: ((8, 128, None), (8, 128, None), (8, 128, None)),
-        1024: ((8, 128, None), (8, 128, None), (8, 128, None)),
-        1536: ((8, 128, None), (8, 128, None), (8, 128, None)),
-        2048: ((8, 128, None), (8, 128, None), (8, 64, None)),
-    },
-    4: {
-        64: ((8, 128, None), (8, 128, None), (8, 128, None)),
-        128: ((8, 128, None), (8, 128, None), (8, 64, None)),
-        256: ((8, 64, None), (8, 64, None), (8, 64, None)),
-        512: ((8, 64, None), (8, 64, None), (8, 64, 255)),
-        768: ((8, 64, None), (8, 32, 255), (8, 64, None)),
-        1024: ((8, 64, None), (8, 32, 255), (8, 64, None)),
-        1536: ((8, 64, None), (8, 32, 255), (8, 64, None)),
-        2048: ((8, 64, None), (8, 32, 255), (8, 64, None)),
-    },
-}
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    """How one kernel's work is tiled within a program, beyond the work split: what the plan table
+    records per shape. ``exchange`` only matters for a forward of resident hidden slices."""
+
+    num_warps: int
+    block_k: int
+    split_k: int
+    split_n: int
+    block_b: int = 16
+    max_registers: int | None = None
+    exchange: str = "barrier"
 
 
-def tile_shape(hidden: int, element_size: int, training: bool, backward: bool) -> Tiles:
-    """``(num_warps, block_k, max_registers)`` for a kernel at ``hidden``, from the checked table."""
-    table = _TILES[min(element_size, 4)]
-    checked = [h for h in table if h >= hidden]
-    inference, training_forward, backward_tiles = table[min(checked) if checked else max(table)]
-    if backward:
-        return backward_tiles
-    return training_forward if training else inference
+KINDS = ("fwd-inf", "fwd", "bwd")
+# Batch sizes the plan distinguishes: one sequence, up to a batch tile, more.
+BATCH_CLASSES = (1, 16, 64)
+PLAN_FORMAT = "tritongru-plan"
+
+
+def kind_of(training: bool, backward: bool) -> str:
+    return "bwd" if backward else ("fwd" if training else "fwd-inf")
+
+
+def batch_class(batch: int) -> int:
+    return next((c for c in BATCH_CLASSES if batch <= c), BATCH_CLASSES[-1])
+
+
+def plan_key(element_size: int, kind: str, hidden: int, batch: int) -> str:
+    return f"{min(element_size, 4)}B/{kind}/h{hidden}/b{batch_class(batch)}"
+
+
+@functools.lru_cache(maxsize=None)
+def plan_table(arch: int = 90) -> dict[str, dict[Tiles, float]]:
+    """The tiles the cost model ranked for ``sm_<arch>`` (``tritongru/plans/sm<arch>.json``,
+    written by ``python -m tritongru cost-report --search``): per :func:`plan_key`, every
+    candidate that fit with its modelled step (microseconds, a model figure), cheapest first.
+    Empty when no table ships."""
+    path = importlib.resources.files("tritongru") / "plans" / f"sm{arch}.json"
+    if not path.is_file():
+        return {}
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if document.get("format") != PLAN_FORMAT:
+        raise RuntimeError(f'{path} is not a tritongru plan table (expected "format": "{PLAN_FORMAT}")')
+    fields = {field.name for field in dataclasses.fields(Tiles)}
+    return {
+        key: {Tiles(**{k: v for k, v in c.items() if k in fields}): c["modelled_step_us"] for c in entry["ranked"]}
+        for key, entry in document["entries"].items()
+    }
+
+
+def _plan_entry(hidden: int, element_size: int, kind: str, batch: int) -> dict[Tiles, float]:
+    """The plan entry for the smallest hidden size the table covers that is at least ``hidden``
+    (the largest otherwise)."""
+    table = plan_table()
+    covered = sorted({int(key.split("/")[2][1:]) for key in table})
+    bucket = next((h for h in covered if h >= hidden), covered[-1] if covered else None)
+    return table.get(plan_key(element_size, kind, bucket, batch), {}) if bucket is not None else {}
+
+
+def planned_tiles(hidden: int, element_size: int, kind: str, batch: int) -> Tiles:
+    """The cheapest modelled tiles of the plan table for this shape, else :func:`default_tiles`."""
+    entry = _plan_entry(hidden, element_size, kind, batch)
+    return next(iter(entry)) if entry else default_tiles(hidden, element_size, kind)
+
+
+def modelled_step_us(problem: Problem, config: PersistentConfig) -> float | None:
+    """The plan table's modelled step of ``config`` for ``problem`` (forward, plus backward when
+    training: one configuration serves both passes), or None where the model did not rank it."""
+    total = 0.0
+    for kind in ("fwd", "bwd") if problem.training else ("fwd-inf",):
+        entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind, problem.batch)
+        # A register cap is how the search kept a candidate spill-free, not a different tiling.
+        step = next((us for t, us in entry.items() if dataclasses.replace(t, max_registers=None) == _tiles_of(config, kind)), None)
+        if step is None:
+            return None
+        total += step
+    return total
+
+
+def _tiles_of(config: PersistentConfig, kind: str) -> Tiles:
+    synchronised_forward = kind != "bwd" and config.resident
+    return Tiles(config.num_warps, config.block_k, config.split_k, config.split_n, config.block_b, None,
+                 config.exchange if synchronised_forward else "barrier")
+
+
+def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
+    """Tiles for a shape the plan table does not cover: eight warps splitting the reduction, in
+    the longest chunk that compiles spill-free (:func:`split_among_warps` fits the split)."""
+    reduction = 3 * hidden if kind == "bwd" else hidden
+    block_k = min(max(triton.next_power_of_2(reduction), 16), 1024 if element_size <= 2 else 512)
+    return Tiles(num_warps=8, block_k=block_k, split_k=8, split_n=1)
 
 
 # Pure in its arguments, and asked several times per call (the op, the backward, the planner of
 # bidirectional launches): computed once per shape.
 @functools.lru_cache(maxsize=1024)
-def heuristic_config(problem: Problem, sms: int, backward: bool = False, exchange: str = "barrier") -> PersistentConfig:
+def heuristic_config(
+    problem: Problem, sms: int, backward: bool = False, exchange: str | None = None, tiles: Tiles | None = None,
+) -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
-    Batch tiles of 16 rows: the sequential product gains nothing from wider tiles, and wider ones
-    spill. Warps and reduction chunks come from the compile-checked table (:func:`tile_shape`).
-    W_hh goes whole into every program while it takes at most half the shared-memory budget
-    (no barrier at all); otherwise hidden slices of at least 16 units, as many as there are SMs.
-    Resident slices hand on their state with ``exchange`` (the barrier unless asked: ready flags
-    are a tuning candidate until a GPU has measured them, ``perf/NOTES.md``).
+    The work split follows the shared-memory budget: W_hh goes whole into every program while it
+    takes at most half the budget (programs are independent batch tiles, nothing to exchange);
+    otherwise hidden slices of at least 16 units, as many as there are SMs, resident while a slice
+    fits the budget and re-read every step when it does not. Within a program, ``tiles`` (default:
+    the plan table's, chosen by modelled cost, :func:`planned_tiles`) give the warps, how they
+    split the product, the reduction chunk, the batch tile and how resident slices hand on their
+    state (``exchange`` overrides it).
     """
     H, B = problem.hidden, problem.batch
-    num_warps, block_k, max_registers = tile_shape(H, problem.dtype.itemsize, problem.training, backward)
+    tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind_of(problem.training, backward), B)
     # The SMs one direction's programs may take (the grid is directions x num_programs).
     sms = max(1, sms // problem.directions)
-    block_b = 16
+    block_b = tiles.block_b
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
-    whole = PersistentConfig(
-        block_b, h_pad, block_k, num_programs=min(b_tiles, sms), num_warps=num_warps, max_registers=max_registers
-    )
+    common = dict(num_warps=tiles.num_warps, max_registers=tiles.max_registers, split_k=tiles.split_k, split_n=tiles.split_n)
     if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) <= WEIGHT_BUDGET_BYTES // 2:
-        return whole
+        block_k = min(tiles.block_k, max(triton.next_power_of_2(3 * H if backward else H), 16))
+        whole = PersistentConfig(block_b, h_pad, block_k, num_programs=min(b_tiles, sms), **common)
+        return split_among_warps(whole, prefer="n")
     # Slices sized for one direction on all SMs, whatever the directions: the compile-checked tiles.
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
-    sliced = PersistentConfig(block_b, block_h, block_k, num_programs=1, num_warps=num_warps, max_registers=max_registers)
+    sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, problem.dtype) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
-        return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=exchange)
+        chosen = tiles.exchange if exchange is None else exchange
+        if chosen == "flags" and (backward or problem.dtype.itemsize > 4):
+            chosen = "barrier"  # the backward and fp64 states always meet at the barrier
+        return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
+
+
+def split_among_warps(config: PersistentConfig, prefer: str) -> PersistentConfig:
+    """``config`` with its product split into as many parts as it has warps. Its own split is kept
+    where the tiles allow it; otherwise the warps split first the reduction (``prefer="k"``) or
+    the columns, and a program gets fewer warps where the tiles allow no more parts: a warp
+    without a part of its own would only repeat another's."""
+    if config.block_k // config.split_k >= 16 and config.block_h // config.split_n >= 8:
+        return dataclasses.replace(config, num_warps=config.split_k * config.split_n)
+    warps = config.num_warps
+    most_k, most_n = max(1, config.block_k // 16), max(1, config.block_h // 8)
+    if prefer == "k":
+        split_k = min(warps, most_k)
+        split_n = min(warps // split_k, most_n)
+    else:
+        split_n = min(warps, most_n)
+        split_k = min(warps // split_n, most_k)
+    return dataclasses.replace(config, num_warps=split_k * split_n, split_k=split_k, split_n=split_n)
 
 
 def directions_per_launch(hidden: int, batch: int, dtype: torch.dtype, training: bool, device: torch.device) -> int:
@@ -153,12 +233,17 @@ def directions_per_launch(hidden: int, batch: int, dtype: torch.dtype, training:
 
 
 def interpreter_config(problem: Problem) -> PersistentConfig:
-    """The fixed configuration of the CPU interpreter: one program, small tiles."""
+    """The fixed configuration of the CPU interpreter: one program, small tiles, the product split
+    both ways where the tiles allow (the interpreter runs one "warp", but the split's indexing is
+    what it checks)."""
     h_pad = max(triton.next_power_of_2(problem.hidden), 16)
     block_b = min(max(triton.next_power_of_2(problem.batch), 16), 32)
     block_h = min(h_pad, 64)
+    block_k = min(h_pad, 64)
+    split_k, split_n = max(1, block_k // 32), max(1, block_h // 16)
     return PersistentConfig(
-        block_b=block_b, block_h=block_h, block_k=min(h_pad, 64), num_programs=1, resident=block_h == h_pad
+        block_b=block_b, block_h=block_h, block_k=block_k, num_programs=1, resident=block_h == h_pad,
+        num_warps=split_k * split_n, split_k=split_k, split_n=split_n,
     )
 
 

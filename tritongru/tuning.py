@@ -49,7 +49,7 @@ import triton
 import triton.testing
 
 from . import _compat
-from .dispatch import WEIGHT_BUDGET_BYTES, Problem, heuristic_config
+from .dispatch import WEIGHT_BUDGET_BYTES, Problem, heuristic_config, modelled_step_us
 from .kernels import gru_backward, gru_forward
 from .kernels.launch import SM90_LIMITS, PersistentConfig, device_limits, programs_per_sm
 
@@ -60,10 +60,12 @@ FORMAT = "tritongru-tuning"
 FORMAT_VERSION = 1
 
 # Values each searched field takes; block_h ranges over the powers of two from 16 to the padded
-# hidden size, and num_programs follows from the tiling (see candidate_configs).
+# hidden size, num_programs follows from the tiling, and every split of the warps into parts of
+# the product is tried (see candidate_configs). Pipeline stages only matter for the loop over
+# chunks of weights re-read every step.
 SEARCH_SPACE: dict[str, tuple[int, ...]] = {
     "block_b": (16, 32, 64, 128),
-    "block_k": (32, 64, 128, 256),
+    "block_k": (64, 128, 256, 512, 1024),
     "num_warps": (4, 8),
     "num_stages": (1, 2),
 }
@@ -142,16 +144,6 @@ def parse_bucket_name(name: str) -> BucketKey:
     return int(hidden), int(batch), dtype, int(directions), mode == "train"
 
 
-def format_config(config: PersistentConfig) -> str:
-    """A compact one-line form, e.g. ``b16/h64/k64/p8/w4/s1/resident`` (``/flags`` when the
-    forward exchanges its state through ready flags)."""
-    return (
-        f"b{config.block_b}/h{config.block_h}/k{config.block_k}/p{config.num_programs}/"
-        f"w{config.num_warps}/s{config.num_stages}/{'resident' if config.resident else 'streamed'}"
-        + ("/flags" if config.exchange == "flags" else "")
-    )
-
-
 # --------------------------------------------------------------------------------------------------
 # Files
 
@@ -211,8 +203,8 @@ def _config_from_json(data: object, hidden: int) -> PersistentConfig:
         raise ValueError(f"config must be an object, got {type(data).__name__}")
     fields = {field.name for field in dataclasses.fields(PersistentConfig)}
     # Fields that came later than the first tables, with defaults: the compiler's register choice,
-    # the barrier.
-    if not fields - {"max_registers", "exchange"} <= set(data) <= fields:
+    # the barrier, an unsplit product.
+    if not fields - {"max_registers", "exchange", "split_k", "split_n"} <= set(data) <= fields:
         raise ValueError(f"config fields must be {sorted(fields)}, got {sorted(data)}")
     for name, value in data.items():
         expected = {"resident": bool, "exchange": str}.get(name, int)
@@ -347,8 +339,9 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
 
     The grid follows from the tiling: one program per batch tile when a program holds all of
     W_hh; with hidden slices and resident weights, one group of slices, or one group per batch tile;
-    with streamed weights, one program per tile up to the SM count. Resident slices are tried with
-    both exchanges of the forward's state (barrier, ready flags) where the dtype allows flags.
+    with streamed weights, one program per tile up to the SM count. Each tiling is tried with every
+    split of its warps into parts of the product that gives every warp distinct work, and resident
+    slices with both exchanges of the forward's state (barrier, ready flags) where the dtype allows.
     """
     H, B = problem.hidden, problem.batch
     sms = max(1, sms // problem.directions)  # what one direction's programs may take
@@ -360,19 +353,33 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
         b_tiles = triton.cdiv(B, block_b)
         for block_h in _powers_of_two(16, h_pad):
             h_tiles = triton.cdiv(H, block_h)
-            for block_k in sorted({min(k, h_pad) for k in SEARCH_SPACE["block_k"]}):
+            for block_k in sorted({min(k, max(triton.next_power_of_2(3 * H), 16)) for k in SEARCH_SPACE["block_k"]}):
                 grids = [(True, min(b_tiles, sms))] if h_tiles == 1 else [
                     *((True, h_tiles * groups) for groups in sorted({1, b_tiles})),
                     *((False, programs) for programs in sorted({min(h_tiles, sms), min(h_tiles * b_tiles, sms)})),
                 ]
                 for resident, programs in grids:
-                    for num_warps in SEARCH_SPACE["num_warps"]:
-                        for num_stages in SEARCH_SPACE["num_stages"]:
-                            config = PersistentConfig(block_b, block_h, block_k, programs, num_warps, num_stages, resident)
+                    for num_warps, split_k, split_n in _splits(block_k, block_h):
+                        for num_stages in SEARCH_SPACE["num_stages"] if not resident else (1,):
+                            config = PersistentConfig(
+                                block_b, block_h, block_k, programs, num_warps, num_stages, resident,
+                                split_k=split_k, split_n=split_n,
+                            )
                             configs.append(config)
                             if resident and h_tiles > 1 and "flags" in exchanges:
                                 configs.append(dataclasses.replace(config, exchange="flags"))
     return configs
+
+
+def _splits(block_k: int, block_h: int) -> list[tuple[int, int, int]]:
+    """``(num_warps, split_k, split_n)``: the ways the searched warp counts split a product into as
+    many parts (each at least 16 deep and 8 wide)."""
+    return [
+        (warps, warps // split_n, split_n)
+        for warps in SEARCH_SPACE["num_warps"]
+        for split_n in _powers_of_two(1, warps)
+        if block_k // (warps // split_n) >= 16 and block_h // split_n >= 8
+    ]
 
 
 def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits: dict = SM90_LIMITS) -> int:
@@ -418,15 +425,18 @@ def prune(
 
 def rank(problem: Problem, configs: list[PersistentConfig], sms: int) -> list[PersistentConfig]:
     """``configs`` in the order they are timed when a cap applies: the heuristic's choice first (the
-    baseline every result is compared with) and its twin with the other exchange, then resident
-    weights, grids nearest one program per SM, fewer warps and stages, larger K chunks."""
+    baseline every result is compared with) and its twin with the other exchange, then by the
+    cost model's figure for the shape (the plan table's ranking, :func:`dispatch.modelled_step_us`),
+    then the configurations it did not model: resident weights, grids nearest one program per SM,
+    fewer warps, larger K chunks."""
     baseline = heuristic_config(problem, sms)
     twin = heuristic_config(problem, sms, exchange="flags" if baseline.exchange == "barrier" else "barrier")
 
     def order(config: PersistentConfig):
+        modelled = modelled_step_us(problem, config)
         return (
-            config != baseline, config != twin, not config.resident, abs(config.num_programs - sms), config.num_warps,
-            config.num_stages, -config.block_k,
+            config != baseline, config != twin, modelled is None, modelled or 0.0, not config.resident,
+            abs(config.num_programs - sms), config.num_warps, config.num_stages, -config.block_k,
         )
 
     return sorted(configs, key=order)
@@ -535,7 +545,7 @@ def tune_problem(
         expected = _runner(problem, inputs, baseline)()
     except (RuntimeError, ValueError, triton.TritonError) as error:
         raise RuntimeError(
-            f"the untuned configuration {format_config(baseline)} of {bucket_name(bucket_key(problem))} failed its "
+            f"the untuned configuration {baseline.label()} of {bucket_name(bucket_key(problem))} failed its "
             f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
         ) from error
     tolerance = AGREEMENT_TOLERANCE[problem.dtype]
@@ -553,10 +563,10 @@ def tune_problem(
             pruned.append((config, f"result differs from the heuristic's by {disagreement:.2e} (tolerance {tolerance:.0e})"))
             continue
         times[config] = triton.testing.do_bench(run, return_mode="median")
-        log(f"  {format_config(config)}: {times[config]:.4f} ms")
+        log(f"  {config.label()}: {times[config]:.4f} ms")
     if baseline not in times:
-        reasons = "; ".join(f"{format_config(config)}: {reason}" for config, reason in pruned if config == baseline)
-        raise RuntimeError(f"the untuned configuration {format_config(baseline)} could not be timed ({reasons})")
+        reasons = "; ".join(f"{config.label()}: {reason}" for config, reason in pruned if config == baseline)
+        raise RuntimeError(f"the untuned configuration {baseline.label()} could not be timed ({reasons})")
     best = min(times, key=times.get)
     return TuningResult(problem, device_identity(device), best, times[best], times[baseline], seq_len, len(times), pruned)
 
@@ -611,7 +621,7 @@ def _merge(document: dict, results: Iterable[TuningResult]) -> None:
         }
 
 
-# The shape set ``tritongru tune`` covers by default: the issue's target shapes, the core ones
+# The shape set ``tritongru tune`` covers by default: the target shapes, the core ones
 # (hidden 256-1024, batch 1-64) first, so that a run cut short by its time budget covers them.
 DEFAULT_HIDDENS = (256, 512, 1024, 64, 128)
 DEFAULT_BATCHES = (1, 16, 64, 256)
@@ -657,7 +667,7 @@ def tune(
         saved = save_results([result], path)
         results.append(result)
         log(
-            f"  best {format_config(result.config)}: {result.median_ms:.4f} ms "
+            f"  best {result.config.label()}: {result.median_ms:.4f} ms "
             f"(heuristic {result.heuristic_ms:.4f} ms, {result.timed} timed, {len(result.pruned)} pruned) -> {saved}"
         )
     return results

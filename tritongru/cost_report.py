@@ -1,0 +1,354 @@
+"""The modelled cost of every planned launch, read from its compiled code: ``tritongru cost-report``.
+
+For each launch the compile report covers (the same shapes and options, compiled as the JIT
+compiles them), it counts one step of the time loop in the SASS, reads the dots' layouts from the
+TTGIR, and prices the step with one GPU's figures (:mod:`tritongru.cost_model`). Then it models
+whole calls: one layer at T = 1024 for each shape, and the KernelBench GRU tasks. **Every time it
+prints is a model figure, not a measurement.** A CSV of the rows goes to
+``perf/results/model-<gpu>/`` when ``--out`` names that folder.
+
+    python -m tritongru cost-report --gpu h200 --hidden 1024 --batch 1 16 --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+from . import compile_report
+from .compiled_step import count_step, dot_layouts, parse_sass
+from .cost_model import CallShape, call_cost, critical_round_trips, step_cost
+from .dispatch import Tiles
+from .hardware import GPUS, gpu as gpu_named
+from .kernels.launch import SM90_LIMITS, Launch, programs_per_sm
+
+
+def exchange_of(launch: Launch) -> str:
+    """How a launch's programs hand a step's state on: ``flags``, ``barrier`` or ``none``."""
+    if launch.constexprs.get("FLAGS"):
+        return "flags"
+    return "barrier" if launch.synchronised else "none"
+
+
+@dataclasses.dataclass
+class CostRow:
+    """One planned launch: its resources, what one step executes, and what the model makes of it."""
+
+    kernel: str
+    dtype: str
+    hidden: int
+    batch: int
+    config: str
+    regs: int
+    spill_bytes: int
+    shared_bytes: int
+    exchange: str
+    shared_read_kib: float  # per SM and step
+    shared_written_kib: float
+    mma_per_subpartition: int
+    mma_chain: int
+    replication: int  # the most warps any dot computes one output element with
+    co_resident: bool  # a synchronised grid fits the GPU at the compiled resources
+    cta_barriers: int
+    global_load_kib: float
+    global_store_kib: float
+    round_trips: float
+    tiles: int
+    shared_us: float
+    issue_us: float
+    tensor_us: float
+    cta_barrier_us: float
+    exchange_us: float
+    step_us: float
+    bound: str
+
+
+def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRow:
+    """Compile ``launch`` and model one step of it on ``gpu_name``."""
+    compiled = compile_report.compile_launch(launch, arch)
+    counts = count_step(parse_sass(compiled.sass))
+    warps = compiled.num_warps
+    exchange = exchange_of(launch)
+    config = launch.config
+    B, H = launch.arg("B"), launch.arg("H")
+    tiles = max(1, -(-config.num_h_tiles(H) * config.num_b_tiles(B) // config.num_programs))
+    gpu = gpu_named(gpu_name)
+    cost = step_cost(counts, warps, exchange, gpu, tiles)
+    layouts = dot_layouts(compiled.ttgir)
+    return CostRow(
+        kind, compile_report._TRITON_TYPE[launch.arg("p_hbuf" if kind != "bwd" else "p_hs").dtype], H, B,
+        config.label(), compiled.regs, compiled.spill_bytes, compiled.shared, exchange,
+        counts.shared_read_bytes * warps / 1024, counts.shared_written_bytes * warps / 1024,
+        counts.mma_instructions * -(-warps // 4), counts.mma_chain, max((d.replication for d in layouts), default=1),
+        not launch.synchronised or launch.programs <= gpu.sms.value * programs_per_sm(compiled.regs, compiled.shared, warps),
+        counts.cta_barriers, counts.global_load_bytes * warps / 1024, counts.global_store_bytes * warps / 1024,
+        critical_round_trips(exchange), tiles, cost.shared, cost.issue, cost.tensor, cost.cta_barriers, cost.exchange,
+        cost.step, cost.bound,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole calls
+
+
+@dataclasses.dataclass(frozen=True)
+class CallRow:
+    """A whole call modelled from its launches' steps."""
+
+    name: str
+    dtype: str
+    mode: str  # inference or fwd_bwd
+    shape: CallShape
+    step_us: float  # forward step (+ backward step in fwd_bwd)
+    recurrence_us: float
+    input_gemm_us: float
+    launch_us: float
+    host_sync_us: float
+    total_us: float
+    baseline: str = ""  # a published figure to read it against
+
+
+# KernelBench level 3, tasks 39-42: nn.GRU with input 128, hidden 256, 6 layers, batch 10, T=512,
+# fp32, uni- and bidirectional; cuDNN's published eager times (KernelBench results/timing).
+KERNELBENCH = CallShape(seq_len=512, batch=10, input_size=128, hidden=256, layers=6, element_bytes=4)
+KERNELBENCH_BASELINE = "cuDNN nn.GRU eager, task 39: 21.7 ms (H100 PCIe), 39.1 ms (H100 SXM); in a CUDA graph about 4-5.5x less"
+
+
+def call_rows(rows: list[CostRow], gpu_name: str, seq_len: int = 1024) -> list[CallRow]:
+    """One layer at ``seq_len`` for every shape the rows cover (inference, and forward + backward
+    where the rows have both passes), with launches and no host sync."""
+    gpu = gpu_named(gpu_name)
+    by_shape = {(row.dtype, row.hidden, row.batch, row.kernel.split("+")[0]): row for row in rows}
+    calls = []
+    for (dtype, hidden, batch, kind), row in by_shape.items():
+        element = 4 if dtype == "fp32" else 2
+        shape = CallShape(seq_len, batch, hidden, hidden, element_bytes=element)
+        if kind == "fwd-inf":
+            cost = call_cost(shape, row.step_us, gpu)
+            calls.append(_call_row("one layer", dtype, "inference", shape, row.step_us, cost))
+        backward = by_shape.get((dtype, hidden, batch, "bwd"))
+        if kind == "fwd" and backward is not None:
+            cost = call_cost(shape, row.step_us, gpu, backward_step_us=backward.step_us)
+            calls.append(_call_row("one layer", dtype, "fwd_bwd", shape, row.step_us + backward.step_us, cost))
+    return calls
+
+
+def kernelbench_rows(gpu_name: str, arch: int = 90) -> list[CallRow]:
+    """The KernelBench GRU tasks' forward calls (what KernelBench times), uni- and bidirectional."""
+    rows = []
+    for directions, tasks in ((1, "39/40"), (2, "41/42")):
+        shape = dataclasses.replace(KERNELBENCH, directions=directions)
+        step = _planned_step("fwd-inf", shape.hidden, shape.batch, torch.float32, gpu_name, arch, directions)
+        cost = call_cost(shape, step, gpu_named(gpu_name))
+        rows.append(_call_row(f"KernelBench L3 {tasks}", "fp32", "inference", shape, step, cost, KERNELBENCH_BASELINE))
+    return rows
+
+
+def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, arch: int, directions: int) -> float:
+    from .dispatch import H200_SMS, Problem, heuristic_config
+
+    config = heuristic_config(Problem(hidden, batch, dtype, kind != "fwd-inf", directions), H200_SMS, kind == "bwd")
+    launch = compile_report.planned_launch(kind, config, hidden, batch, dtype, directions)
+    return cost_row(kind, launch, gpu_name, arch).step_us
+
+
+def _call_row(name, dtype, mode, shape, step_us, cost, baseline="") -> CallRow:
+    return CallRow(name, dtype, mode, shape, step_us, cost.recurrence, cost.input_gemms, cost.launches, cost.host_syncs,
+                   cost.total, baseline)
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str = "barrier", out=sys.stdout) -> list[CostRow]:
+    """Model every planned launch over the shape grid, one printed row each (model figures)."""
+    print(f"MODEL figures for {GPUS[gpu_name].name} (tritongru/hardware.py), not measurements: one step of each planned "
+          "launch, per SM", file=out)
+    print(f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'read':>6} {'write':>6} {'mma/sp':>6} {'chain':>5} {'rep':>3} "
+          f"{'bars':>4} {'regs':>4} {'spill':>5}  {'shared':>6} {'issue':>6} {'tensor':>6} {'cta':>6} {'exch':>6} "
+          f"{'step us':>7}  bound", file=out)
+    rows = []
+    for dtype in dtypes:
+        for H in hidden:
+            for B in batch:
+                for kind, launch in compile_report.variants(H, B, dtype, exchange):
+                    row = cost_row(compile_report.kind_name(kind, launch), launch, gpu_name, arch)
+                    rows.append(row)
+                    print(f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {row.shared_read_kib:>5.0f}K "
+                          f"{row.shared_written_kib:>5.0f}K {row.mma_per_subpartition:>6} {row.mma_chain:>5} "
+                          f"{row.replication:>3} {row.cta_barriers:>4} {row.regs:>4} {row.spill_bytes:>5}  "
+                          f"{row.shared_us:>6.2f} {row.issue_us:>6.2f} {row.tensor_us:>6.2f} {row.cta_barrier_us:>6.2f} "
+                          f"{row.exchange_us:>6.2f} {row.step_us:>7.2f}  {row.bound}", file=out, flush=True)
+    return rows
+
+
+def print_calls(calls: list[CallRow], out=sys.stdout) -> None:
+    print("\nMODEL figures per call (one launch per layer and pass, no host sync):", file=out)
+    for call in calls:
+        s = call.shape
+        print(f"  {call.name:<20} {call.dtype:<5} {call.mode:<9} T={s.seq_len} B={s.batch} H={s.hidden} layers={s.layers} "
+              f"directions={s.directions}: {call.total_us / 1e3:8.3f} ms (recurrence {call.recurrence_us / 1e3:.3f}, "
+              f"input GEMMs {call.input_gemm_us / 1e3:.3f}, launches {call.launch_us / 1e3:.3f})"
+              + (f"  [{call.baseline}]" if call.baseline else ""), file=out)
+
+
+def write_csv(path: Path, rows: list) -> None:
+    """Rows of one dataclass type as CSV (nested shapes flattened into their fields)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = [_flatten(dataclasses.asdict(row)) for row in rows]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
+        writer.writeheader()
+        writer.writerows(flat)
+
+
+def _flatten(record: dict) -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tritongru cost-report", description=__doc__.split("\n\n")[0])
+    compile_report.shape_options(parser)
+    parser.add_argument("--gpu", choices=sorted(GPUS), default="h200", help="whose figures price the step (default h200)")
+    parser.add_argument("--kernelbench", action="store_true", help="also model the KernelBench GRU tasks 39-42")
+    parser.add_argument("--out", type=Path, help="folder for cost.csv and calls.csv (e.g. perf/results/model-h200)")
+    parser.add_argument("--search", type=Path, metavar="PLAN",
+                        help="instead, choose every plan entry's tiles by modelled cost and merge them into the table "
+                             "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
+    args = parser.parse_args(argv)
+    shapes = compile_report.shapes_from(args, parser)
+    if args.search:
+        search(gpu_name=args.gpu, plan=args.search, **{
+            "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": (torch.bfloat16, torch.float32),
+            **shapes,
+        })
+        return 0
+    rows = report(gpu_name=args.gpu, arch=args.arch, exchange=args.exchange, **{
+        "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": compile_report.DTYPES, **shapes,
+    })
+    calls = call_rows(rows, args.gpu)
+    if args.kernelbench:
+        calls += kernelbench_rows(args.gpu, args.arch)
+    print_calls(calls)
+    if args.out:
+        write_csv(args.out / "cost.csv", rows)
+        write_csv(args.out / "calls.csv", calls)
+        print(f"\nwrote {args.out / 'cost.csv'} and {args.out / 'calls.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan table: tiles chosen by modelled cost
+
+
+SEARCH_WARPS = (8, 4)
+
+
+def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype) -> list[Tiles]:
+    """The tiles the search models for one plan entry: every split of 4 or 8 warps into parts of
+    the product, the longest reduction chunk and a short one; ready flags for the forward's
+    resident slices; batch tiles of 32 where the batch fills them."""
+    from .dispatch import default_tiles
+
+    element = dtype.itemsize
+    longest = default_tiles(hidden, element, kind).block_k
+    chunks = sorted({longest, min(longest, 256)}, reverse=True)
+    found = []
+    for warps in SEARCH_WARPS:
+        for split_n in (1, 2, 4, 8):
+            if split_n <= warps:
+                for block_k in chunks:
+                    found.append(Tiles(warps, block_k, warps // split_n, split_n))
+    return found
+
+
+def _fits(row: CostRow) -> bool:
+    return row.spill_bytes == 0 and row.shared_bytes <= SM90_LIMITS["shared_per_block"] and row.replication == 1 and row.co_resident
+
+
+def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str) -> tuple[Tiles, CostRow] | None:
+    """The planned launch with ``tiles`` (with a 255-register cap when it spills without one) and
+    its modelled row; ``None`` where the planned work split does not take these tiles as they
+    are, or the launch does not fit (spills, shared memory, repeated warps, co-residency)."""
+    from .dispatch import H200_SMS, Problem, heuristic_config
+
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
+    config = heuristic_config(problem, H200_SMS, kind == "bwd", tiles=tiles)
+    taken = (config.split_k, config.split_n, config.block_k, config.block_b) == (tiles.split_k, tiles.split_n, tiles.block_k, tiles.block_b)
+    exchanges = kind != "bwd" and config.resident and config.grid_synchronised(hidden)
+    if not taken or (tiles.exchange == "flags" and not exchanges):
+        return None  # another candidate covers what the work split made of these tiles
+    launch = compile_report.planned_launch(kind, config, hidden, batch, dtype)
+    row = cost_row(compile_report.kind_name(kind, launch), launch, gpu_name)
+    if row.spill_bytes and tiles.max_registers is None:
+        return _modelled(kind, dataclasses.replace(tiles, max_registers=255), hidden, batch, dtype, gpu_name)
+    return (tiles, row) if _fits(row) else None
+
+
+def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, log=print) -> list[tuple[Tiles, CostRow]]:
+    """Every candidate of one plan entry that fits, cheapest modelled step first."""
+    from .dispatch import H200_SMS, Problem, heuristic_config
+
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
+    modelled = []
+    for tiles in tile_candidates(kind, hidden, batch, dtype):
+        variants = [tiles]
+        if kind != "bwd" and dtype.itemsize <= 4:
+            variants.append(dataclasses.replace(tiles, exchange="flags"))
+        # Wider batch tiles can only pay where hidden slices run several batch tiles per program;
+        # a program holding all of W_hh runs one tile and there are as many programs as tiles.
+        sliced = heuristic_config(problem, H200_SMS, kind == "bwd", tiles=tiles).num_h_tiles(hidden) > 1
+        if batch > 16 and sliced:
+            variants += [dataclasses.replace(v, block_b=32) for v in list(variants)]
+        for variant in variants:
+            found = _modelled(kind, variant, hidden, batch, dtype, gpu_name)
+            if found is not None:
+                modelled.append(found)
+                log(f"  {kind:<8} h{hidden} b{batch} {found[1].config:<48} {found[1].step_us:6.2f} us ({found[1].bound})")
+    return sorted(modelled, key=lambda pair: pair[1].step_us)
+
+
+def search(hidden, batch, dtypes, gpu_name: str, plan: Path, log=print) -> dict:
+    """Search every plan entry of the shape grid and merge the choices into the table at ``plan``
+    (entry by entry, so that a search cut short keeps what it found). Each entry records its
+    choice, the modelled step of every candidate that fit (the tuner's order), and how it was made."""
+    from .dispatch import KINDS, PLAN_FORMAT, batch_class, plan_key
+
+    document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
+    document.update(arch=90, model=gpu_name, triton=triton.__version__,
+                    made_by="python -m tritongru cost-report --search (model figures, tritongru/cost_model.py)")
+    for dtype in dtypes:
+        for H in hidden:
+            for B in sorted({batch_class(b) for b in batch}):
+                for kind in KINDS:
+                    ranked = search_entry(kind, H, B, dtype, gpu_name, log)
+                    if not ranked:
+                        log(f"  {kind} h{H} b{B} {dtype}: no candidate fits; the default tiles stay")
+                        continue
+                    best, row = ranked[0]
+                    document["entries"][plan_key(dtype.itemsize, kind, H, B)] = {
+                        **dataclasses.asdict(best), "modelled_step_us": round(row.step_us, 3), "bound": row.bound,
+                        "ranked": [{**dataclasses.asdict(t), "modelled_step_us": round(r.step_us, 3)} for t, r in ranked],
+                    }
+                    plan.parent.mkdir(parents=True, exist_ok=True)
+                    plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+                    log(f"{plan_key(dtype.itemsize, kind, H, B)}: {row.config} {row.step_us:.2f} us (model)")
+    return document
