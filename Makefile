@@ -13,7 +13,7 @@ TORCH_PIN := torch==2.13.0
 TRITON_PIN := triton==3.6.0
 PYTEST_ARGS ?=
 
-.PHONY: all venv test test-suite test-latest perf compile-report clean
+.PHONY: all venv test test-suite test-latest perf compile-report cost-report clean
 
 all: test
 
@@ -42,14 +42,19 @@ test: test-suite test-latest
 test-suite: $(VENV)/.installed
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
+# On the newest Triton: the kernels against the reference, and the compile report's specialisation
+# against that Triton's own JIT binder.
 test-latest: $(VENV_LATEST)/.installed
-	$(PY_LATEST) -m pytest tests/test_smoke.py $(PYTEST_ARGS)
+	$(PY_LATEST) -m pytest tests/test_smoke.py tests/test_compile_report.py::test_specialisation_is_what_the_jit_builds_at_launch $(PYTEST_ARGS)
 
 perf: $(VENV)/.installed
 	$(PY) -m tritongru bench
 
 compile-report: $(VENV)/.installed
 	$(PY) -m tritongru compile-report --arch 90
+
+cost-report: $(VENV)/.installed
+	$(PY) -m tritongru cost-report --gpu h200 --kernelbench --out perf/results/model-h200
 
 clean:
 	rm -rf $(VENV) $(VENV_LATEST) .pytest_cache

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from tritongru import _compat, environment
-from tritongru.dispatch import Problem, choose_config, directions_per_launch, modelled_step_us
+from tritongru.dispatch import Problem, choose_config, directions_per_launch, modelled_step_us, sm_count
 from tritongru.kernels.gru_forward import forward_launch
 from tritongru.kernels.launch import launch_persistent
 
@@ -113,7 +113,7 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
         rows[name] = dict(
             dtype=str(dtype).removeprefix("torch."), seq_len=seq_len, batch=batch, hidden=hidden, variant=name,
             p50_ms=p50, p20_ms=p20, p80_ms=p80, us_per_step=p50 * 1e3 / seq_len, timer=timer,
-            config=config.label(), model_us_per_step=_model(variant, hidden, batch, dtype, config),
+            config=config.label(), model_us_per_step=_model(variant, hidden, batch, dtype, config, device),
         )
     for name, row in rows.items():
         vs = VARIANTS[name].vs
@@ -122,12 +122,12 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
     return list(rows.values())
 
 
-def _model(variant: Variant, hidden: int, batch: int, dtype: torch.dtype, config) -> float:
+def _model(variant: Variant, hidden: int, batch: int, dtype: torch.dtype, config, device: torch.device) -> float:
     """The cost model's figure for the launch this variant times (NaN for the twins, which the
     model does not price, and for launches the plan table did not rank)."""
     if variant.without or variant.stall_check != "async" or variant.directions != 1:
         return float("nan")
-    modelled = modelled_step_us(Problem(hidden, batch, dtype, False), config)
+    modelled = modelled_step_us(Problem(hidden, batch, dtype, False), config, sm_count(device))
     return float("nan") if modelled is None else modelled
 
 

@@ -367,3 +367,70 @@ def test_concurrent_writers_keep_the_file_whole_and_every_entry(tmp_path):
     entries = document["devices"][H200.key]["entries"]
     assert len(entries) == workers * rounds
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# -- the plan table: tiles chosen by modelled cost ----------------------------------------------
+
+
+def _plan(entries: dict) -> dict:
+    """A plan table as dispatch.plan_table returns it: key -> {tiles: modelled step}, cheapest first."""
+    return {key: dict(sorted(ranked.items(), key=lambda item: item[1])) for key, ranked in entries.items()}
+
+
+def test_heuristic_takes_the_cheapest_modelled_tiles_of_its_shape(monkeypatch):
+    cheap = dispatch.Tiles(num_warps=4, block_k=1024, split_k=4, split_n=1, exchange="flags")
+    dear = dispatch.Tiles(num_warps=8, block_k=256, split_k=8, split_n=1)
+    key = dispatch.plan_key(2, "fwd-inf", 1024, 1)
+    monkeypatch.setattr(dispatch, "plan_table", lambda arch=90: _plan({key: {dear: 2.0, cheap: 1.5}}))
+    dispatch.heuristic_config.cache_clear()
+    try:
+        config = dispatch.heuristic_config(Problem(1000, 1, torch.float16, False), SMS)  # bucket 1024, 2-byte, B=1
+        assert (config.num_warps, config.block_k, config.split_k, config.exchange) == (4, 1024, 4, "flags")
+        # Another batch class, or the backward, has no entry: the default tiles.
+        assert dispatch.heuristic_config(Problem(1000, 16, torch.float16, False), SMS).num_warps == 8
+        assert dispatch.heuristic_config(Problem(1000, 1, torch.float16, True), SMS, backward=True).exchange == "barrier"
+    finally:
+        dispatch.heuristic_config.cache_clear()
+
+
+def test_backward_and_fp64_never_take_ready_flags(monkeypatch):
+    flags = dispatch.Tiles(num_warps=8, block_k=512, split_k=8, split_n=1, exchange="flags")
+    monkeypatch.setattr(dispatch, "planned_tiles", lambda *args: flags)
+    dispatch.heuristic_config.cache_clear()
+    try:
+        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, True), SMS, backward=True).exchange == "barrier"
+        assert dispatch.heuristic_config(Problem(512, 16, torch.float64, False), SMS).exchange == "barrier"
+        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), SMS).exchange == "flags"
+    finally:
+        dispatch.heuristic_config.cache_clear()
+
+
+def test_tuner_times_candidates_in_the_models_order(monkeypatch):
+    """After the heuristic's choice and its twin, the configurations the model ranked come in its
+    order (a training problem adds its forward's and backward's steps), before the ones it did not."""
+    problem = Problem(1024, 16, torch.bfloat16, True)
+    dear = dispatch.Tiles(num_warps=8, block_k=1024, split_k=8, split_n=1)
+    cheap = dispatch.Tiles(num_warps=4, block_k=256, split_k=2, split_n=2)
+    monkeypatch.setattr(dispatch, "plan_table", lambda arch=90: _plan({
+        dispatch.plan_key(2, "fwd", 1024, 16): {dear: 3.0, cheap: 1.0},
+        dispatch.plan_key(2, "bwd", 1024, 16): {dear: 3.0, cheap: 1.5},
+    }))
+    dispatch.heuristic_config.cache_clear()
+    try:
+        built = {name: dispatch.heuristic_config(problem, SMS, tiles=t) for name, t in (("dear", dear), ("cheap", cheap))}
+        kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+        assert built["dear"] in kept and built["cheap"] in kept
+        assert dispatch.modelled_step_us(problem, built["cheap"], SMS) == pytest.approx(2.5)
+        assert dispatch.modelled_step_us(problem, dataclasses.replace(built["cheap"], block_h=32), SMS) is None
+        order = tuning.rank(problem, kept, SMS)
+        unmodelled = [i for i, c in enumerate(order) if dispatch.modelled_step_us(problem, c, SMS) is None]
+    finally:
+        dispatch.heuristic_config.cache_clear()
+    assert order[0] == built["cheap"], "the heuristic itself takes the cheapest modelled tiles"
+    assert order.index(built["dear"]) < min(i for i in unmodelled if i > 1)
+
+
+def test_tuner_searches_every_split_of_its_warps():
+    problem = Problem(1024, 16, torch.bfloat16, False)
+    splits = {(c.num_warps, c.split_k, c.split_n) for c in tuning.candidate_configs(problem, SMS) if c.block_h == 16 and c.block_k == 1024}
+    assert splits == {(4, 4, 1), (4, 2, 2), (8, 8, 1), (8, 4, 2)}

@@ -129,24 +129,26 @@ def planned_tiles(hidden: int, element_size: int, kind: str, batch: int) -> Tile
     return next(iter(entry)) if entry else default_tiles(hidden, element_size, kind)
 
 
-def modelled_step_us(problem: Problem, config: PersistentConfig) -> float | None:
+def modelled_step_us(problem: Problem, config: PersistentConfig, sms: int = H200_SMS) -> float | None:
     """The plan table's modelled step of ``config`` for ``problem`` (forward, plus backward when
-    training: one configuration serves both passes), or None where the model did not rank it."""
+    training: one configuration serves both passes), or None where the model did not rank it: the
+    tiles of an entry count for ``config`` when the planner builds ``config`` from them."""
     total = 0.0
-    for kind in ("fwd", "bwd") if problem.training else ("fwd-inf",):
-        entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind, problem.batch)
-        # A register cap is how the search kept a candidate spill-free, not a different tiling.
-        step = next((us for t, us in entry.items() if dataclasses.replace(t, max_registers=None) == _tiles_of(config, kind)), None)
+    for backward in (False, True) if problem.training else (False,):
+        entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind_of(problem.training, backward), problem.batch)
+        step = next((us for tiles, us in entry.items()
+                     if _same_launch(heuristic_config(problem, sms, backward, tiles=tiles), config, backward)), None)
         if step is None:
             return None
         total += step
     return total
 
 
-def _tiles_of(config: PersistentConfig, kind: str) -> Tiles:
-    synchronised_forward = kind != "bwd" and config.resident
-    return Tiles(config.num_warps, config.block_k, config.split_k, config.split_n, config.block_b, None,
-                 config.exchange if synchronised_forward else "barrier")
+def _same_launch(planned: PersistentConfig, config: PersistentConfig, backward: bool) -> bool:
+    # A register cap is how the search kept a candidate spill-free, not another tiling; the
+    # backward never exchanges by flags.
+    ignored = dict(max_registers=None, **({"exchange": "barrier"} if backward else {}))
+    return dataclasses.replace(planned, **ignored) == dataclasses.replace(config, **ignored)
 
 
 def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:

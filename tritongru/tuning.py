@@ -433,7 +433,7 @@ def rank(problem: Problem, configs: list[PersistentConfig], sms: int) -> list[Pe
     twin = heuristic_config(problem, sms, exchange="flags" if baseline.exchange == "barrier" else "barrier")
 
     def order(config: PersistentConfig):
-        modelled = modelled_step_us(problem, config)
+        modelled = modelled_step_us(problem, config, sms)
         return (
             config != baseline, config != twin, modelled is None, modelled or 0.0, not config.resident,
             abs(config.num_programs - sms), config.num_warps, config.num_stages, -config.block_k,
