@@ -131,6 +131,8 @@ def split_sum_pair(acc_a, acc_b, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr, R
     """:func:`split_sum` of two accumulators in one reduction across warps: each of its shared-
     memory round trips (and the CTA barriers around them) serves both. Joining them puts the pair
     in one thread's registers, so neither the join nor the split moves data."""
+    if SPLIT_K == 1 and ROWS == acc_a.shape[1]:
+        return acc_a, acc_b  # nothing to sum: joining would only move the tiles between layouts
     return tl.split(split_sum(tl.join(acc_a, acc_b), SPLIT_K, SPLIT_N, ROWS))
 
 
