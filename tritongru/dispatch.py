@@ -98,15 +98,17 @@ def plan_key(element_size: int, kind: str, hidden: int, batch: int) -> str:
 @functools.lru_cache(maxsize=None)
 def plan_table(arch: int = 90) -> dict[str, dict[Tiles, float]]:
     """The tiles the cost model ranked for ``sm_<arch>`` (``tritongru/plans/sm<arch>.json``,
-    written by ``python -m tritongru cost-report --search``): per :func:`plan_key`, every
-    candidate that fit with its modelled step (microseconds, a model figure), cheapest first.
-    Empty when no table ships."""
+    written by ``python -m tritongru cost-report --search``; empty when none ships)."""
     path = importlib.resources.files("tritongru") / "plans" / f"sm{arch}.json"
-    if not path.is_file():
-        return {}
-    document = json.loads(path.read_text(encoding="utf-8"))
+    return read_plan(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else {}
+
+
+def read_plan(text: str, source: str) -> dict[str, dict[Tiles, float]]:
+    """A plan table's entries: per :func:`plan_key`, every candidate that fit with its modelled
+    step (microseconds, a model figure), cheapest first."""
+    document = json.loads(text)
     if document.get("format") != PLAN_FORMAT:
-        raise RuntimeError(f'{path} is not a tritongru plan table (expected "format": "{PLAN_FORMAT}")')
+        raise RuntimeError(f'{source} is not a tritongru plan table (expected "format": "{PLAN_FORMAT}")')
     fields = {field.name for field in dataclasses.fields(Tiles)}
     return {
         key: {Tiles(**{k: v for k, v in c.items() if k in fields}): c["modelled_step_us"] for c in entry["ranked"]}

@@ -1,0 +1,81 @@
+"""``tritongru cost-report`` end to end on one small shape (compiled as the JIT compiles it, no GPU),
+and the search that writes the plan table the planner reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tritongru import dispatch
+
+COMPILER_ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model-h200")
+    result = subprocess.run(
+        [sys.executable, "-m", "tritongru", "cost-report", "--hidden", "64", "--batch", "1", "--dtype", "bf16",
+         "--out", str(out)],
+        env=COMPILER_ENV, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, out
+
+
+def test_report_says_its_figures_are_a_model(report):
+    stdout, _ = report
+    assert "MODEL figures for NVIDIA H200" in stdout and "not measurements" in stdout
+    assert "MODEL figures per call" in stdout
+
+
+def test_report_rows_cover_every_planned_launch_without_repeated_warps(report):
+    _, out = report
+    with (out / "cost.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["kernel"] for row in rows] == ["fwd-inf", "fwd", "bwd"]
+    for row in rows:
+        assert row["replication"] == "1" and row["spill_bytes"] == "0" and row["exchange"] == "none"
+        terms = [float(row[f"{term}_us"]) for term in ("shared", "issue", "tensor")]
+        step = float(row["exchange_us"]) + max(terms) + float(row["cta_barrier_us"])
+        assert float(row["step_us"]) == pytest.approx(step)
+    with (out / "calls.csv").open() as handle:
+        calls = list(csv.DictReader(handle))
+    assert {call["mode"] for call in calls} == {"inference", "fwd_bwd"}
+    assert all(float(call["total_us"]) > float(call["recurrence_us"]) > 0 for call in calls)
+
+
+_SEARCH = """
+import json, sys, torch
+from pathlib import Path
+from tritongru.cost_report import search
+document = search(hidden=(64,), batch=(1,), dtypes=(torch.bfloat16,), gpu_name="h200", plan=Path(sys.argv[1]), log=lambda m: None)
+print(json.dumps(sorted(document["entries"])))
+"""
+
+
+def test_search_writes_a_plan_the_planner_reads(tmp_path):
+    plan = tmp_path / "sm90.json"
+    result = subprocess.run([sys.executable, "-c", _SEARCH, str(plan)], env=COMPILER_ENV, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["2B/bwd/h64/b1", "2B/fwd-inf/h64/b1", "2B/fwd/h64/b1"]
+    entries = dispatch.read_plan(plan.read_text(), str(plan))
+    for key, ranked in entries.items():
+        steps = list(ranked.values())
+        assert steps == sorted(steps) and len(steps) >= 2, key
+        best = next(iter(ranked))
+        assert best.num_warps == best.split_k * best.split_n, "every warp has a part of its own"
+    document = json.loads(plan.read_text())
+    assert document["model"] == "h200" and "model figures" in document["made_by"]
+
+
+def test_a_foreign_plan_is_refused():
+    with pytest.raises(RuntimeError, match=r"x.json is not a tritongru plan table"):
+        dispatch.read_plan(json.dumps({"format": "something-else", "entries": {}}), "x.json")
