@@ -264,20 +264,14 @@ SEARCH_WARPS = (8, 4)
 
 def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype) -> list[Tiles]:
     """The tiles the search models for one plan entry: every split of 4 or 8 warps into parts of
-    the product, the longest reduction chunk and a short one; ready flags for the forward's
-    resident slices; batch tiles of 32 where the batch fills them."""
+    the product, over the longest reduction chunk that compiles spill-free (fewer chunks mean
+    fewer staging rounds and CTA barriers per step; at H=1024, B=1 a 256-deep chunk modelled dearer
+    with every split, ``perf/NOTES.md``). The caller adds ready flags and wider batch tiles."""
     from .dispatch import default_tiles
 
-    element = dtype.itemsize
-    longest = default_tiles(hidden, element, kind).block_k
-    chunks = sorted({longest, min(longest, 256)}, reverse=True)
-    found = []
-    for warps in SEARCH_WARPS:
-        for split_n in (1, 2, 4, 8):
-            if split_n <= warps:
-                for block_k in chunks:
-                    found.append(Tiles(warps, block_k, warps // split_n, split_n))
-    return found
+    block_k = default_tiles(hidden, dtype.itemsize, kind).block_k
+    return [Tiles(warps, block_k, warps // split_n, split_n) for warps in SEARCH_WARPS for split_n in (1, 2, 4, 8)
+            if split_n <= warps]
 
 
 def _fits(row: CostRow) -> bool:
