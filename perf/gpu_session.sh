@@ -3,10 +3,12 @@
 # pandas, matplotlib, tqdm, pytest; no network, no pip installs). In order, each phase under its own
 # time limit, a failing phase never stopping the next:
 #   info; the GPU tests (pytest -m gpu); the suite's fp32 cases on CUDA; validate; the per-stage
-#   breakdown (perf/breakdown.py: barrier against ready flags, stages left out); the example's
-#   tokens per second with both GRUs; the tuner over the inference target shapes (H=1024 B=1
-#   first, stopped by a time budget); the default perf sweep (target shapes first, stopped by a
-#   time budget, using the tuned table just written). Worst case (every phase at its limit): 545 s.
+#   breakdown (perf/breakdown.py: barrier against ready flags, stages left out, each row beside the
+#   cost model's figure for it); the example's tokens per second with both GRUs; the tuner over the
+#   inference target shapes (H=1024 B=1 first, candidates in the cost model's order, stopped by a
+#   time budget); the default perf sweep (target shapes first, tritongru beside eager cuDNN and
+#   cuDNN in a CUDA graph, the model's step in every tritongru row, stopped by a time budget, using
+#   the tuned table just written). Worst case (every phase at its limit): 560 s.
 # Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, breakdown.csv,
 # tuning.json, and artifacts.tar (the whole results folder with the PNG plots, and the pytest XML
 # reports).
@@ -22,16 +24,9 @@ WORK=$(mktemp -d)
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 
-# pyproject maps tritongru.kernels to the top-level kernels/ folder; without installing, a folder
-# of links gives Python that layout, with the repository's files themselves.
-mkdir -p "$WORK/site/tritongru"
-for entry in "$REPO"/tritongru/*; do ln -s "$entry" "$WORK/site/tritongru/"; done
-ln -s "$REPO/kernels" "$WORK/site/tritongru/kernels"
-ln -s "$REPO/perf" "$WORK/site/perf"
-export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-# `python -m` and `-c` put the working directory first on sys.path, where $REPO/tritongru (no
-# kernels/ inside) would shadow the linked package: keep it off the path (Python >= 3.11).
-export PYTHONSAFEPATH=1
+# The package installed as any user installs it (the GPU image has every dependency and no
+# network); perf/ is imported from the checkout.
+"$PY" -m pip install -q --no-deps --no-build-isolation -e "$REPO" || exit 2
 export PYTHONUNBUFFERED=1
 export TRITONGRU_TUNING_FILE="$WORK/tuning.json"
 unset TRITON_INTERPRET TRITONGRU_AUTOTUNE

@@ -220,6 +220,69 @@ def _flatten(record: dict) -> dict:
     return flat
 
 
+def model_targets(rows: list[CostRow]) -> list[tuple[str, str, str]]:
+    """``(target, verdict, detail)`` for the cost model's own targets (bf16) over these rows:
+    ``met``, ``NOT met`` or ``not modelled`` (no row of that shape in the report)."""
+
+    def pick(kernels: tuple[str, ...], hidden: int, batch: int | None = None) -> list[CostRow]:
+        return [r for r in rows if r.kernel.split("+")[0] in kernels and r.hidden == hidden and r.dtype == "bf16"
+                and (batch is None or r.batch == batch)]
+
+    def verdict(description: str, values: list[float], bound: float, unit: str) -> tuple[str, str, str]:
+        if not values:
+            return description, "not modelled", "no row of that shape in this report"
+        return description, "met" if max(values) <= bound else "NOT met", f"worst {max(values):.3g} {unit} over {len(values)} rows"
+
+    resident = [r for r in rows if "/resident/" in r.config]
+    verdicts = [(
+        "no planned launch repeats a warp's work or spills its resident weights",
+        "met" if all(r.replication == 1 for r in rows) and not any(r.spill_bytes for r in resident) else "NOT met",
+        f"replication at most {max((r.replication for r in rows), default=0)}, spills in "
+        f"{sum(r.spill_bytes > 0 for r in resident)} of {len(resident)} resident launches",
+    )]
+    for name, kernels, hidden, bound in (("forward", ("fwd-inf", "fwd"), 1024, 256), ("backward", ("bwd",), 1024, 384),
+                                         ("forward", ("fwd-inf", "fwd"), 2048, 448), ("backward", ("bwd",), 2048, 640)):
+        verdicts.append(verdict(f"{name} shared memory read per SM and step at H={hidden} <= {bound} KiB",
+                                [r.shared_read_kib for r in pick(kernels, hidden)], bound, "KiB"))
+    verdicts.append(verdict("inference step at B=1, H=1024 <= 1.5 us",
+                            [r.step_us for r in pick(("fwd-inf",), 1024, 1)], 1.5, "us"))
+    steps = [r.step_us for r in pick(("fwd",), 1024, 1) + pick(("bwd",), 1024, 1)]
+    verdicts.append(verdict("forward + backward step at B=1, H=1024 <= 3.5 us", [sum(steps)] if len(steps) == 2 else [],
+                            3.5, "us"))
+    return verdicts
+
+
+def write_summary(path: Path, rows: list[CostRow], calls: list[CallRow], gpu_name: str) -> None:
+    """``SUMMARY.md`` beside the CSVs: the model's targets, the target shapes' steps and the calls."""
+    import subprocess
+
+    from .environment import describe
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    lines = [
+        f"# Cost model: {GPUS[gpu_name].name}", "",
+        f"> **MODEL FIGURES, NOT MEASUREMENTS**: the compiled kernels' SASS priced with the figures of "
+        f"`tritongru/hardware.py`. Commit `{commit}`, Triton {triton.__version__}, torch {describe(torch.device('cpu'))['torch']}.",
+        "", "## The model's targets", "", "| target | verdict | detail |", "|---|---|---|",
+        *(f"| {t} | {v} | {d} |" for t, v, d in model_targets(rows)), "",
+        "## One step of each planned launch (per SM)", "",
+        "| kernel | dtype | H | B | config | read KiB | written KiB | mma/sub-partition | chain | CTA barriers | step us | bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(f"| {r.kernel} | {r.dtype} | {r.hidden} | {r.batch} | {r.config} | {r.shared_read_kib:.0f} | "
+          f"{r.shared_written_kib:.0f} | {r.mma_per_subpartition} | {r.mma_chain} | {r.cta_barriers} | {r.step_us:.2f} | {r.bound} |"
+          for r in rows), "",
+        "## Calls", "", "| call | dtype | mode | T | B | H | layers | directions | total ms | recurrence ms | baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(f"| {c.name} | {c.dtype} | {c.mode} | {c.shape.seq_len} | {c.shape.batch} | {c.shape.hidden} | {c.shape.layers} | "
+          f"{c.shape.directions} | {c.total_us / 1e3:.3f} | {c.recurrence_us / 1e3:.3f} | {c.baseline} |" for c in calls), "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tritongru cost-report", description=__doc__.split("\n\n")[0])
     compile_report.shape_options(parser)
@@ -244,10 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernelbench:
         calls += kernelbench_rows(args.gpu, args.arch)
     print_calls(calls)
+    print("\nThe model's targets:")
+    for target, verdict, detail in model_targets(rows):
+        print(f"  {verdict:<12} {target}: {detail}")
     if args.out:
         write_csv(args.out / "cost.csv", rows)
         write_csv(args.out / "calls.csv", calls)
-        print(f"\nwrote {args.out / 'cost.csv'} and {args.out / 'calls.csv'}")
+        write_summary(args.out / "SUMMARY.md", rows, calls, args.gpu)
+        print(f"\nwrote {args.out / 'cost.csv'}, {args.out / 'calls.csv'} and {args.out / 'SUMMARY.md'}")
     return 0
 
 
