@@ -79,9 +79,10 @@ def watch(sync: torch.Tensor, what: str) -> None:
 
 
 def poll(device: torch.device) -> None:
-    """Raise for a stalled launch on ``device`` whose word has landed; never waits."""
+    """Raise for a stalled launch on ``device`` whose word has landed; never waits (and does
+    nothing while a CUDA graph is being captured, when querying events is not allowed)."""
     pending = _pending.get(device)
-    if pending:
+    if pending and not torch.cuda.is_current_stream_capturing():
         _settle(pending, wait_for=0)
 
 
