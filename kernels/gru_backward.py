@@ -18,10 +18,12 @@ reused while another program may still read it and one barrier per step suffices
 input GEMMs) and ``dgh`` (for ``dW_hh``) leave the kernel; the weight gradients are batched GEMMs.
 """
 
+import torch
 import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
+from .exchange import pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype
 from .launch import (
     Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
     new_sync_word,
@@ -39,6 +41,7 @@ def gru_bwd_persistent_kernel(
     p_dgx,  # (T, B, D x 3H) out: gradient of the input projection, by time index
     p_dgh,  # (D, T, B, 3H) out: gradient of W_hh h + b_hh, by step
     p_dstate,  # (D, B, H) in ACC: gradient of h_n in, gradient of h0 out
+    p_xbuf,  # (D, 2, B, 3H) int32/int64 dgh with its step tags, exchanged when FLAGS
     p_sync,  # (2,) int32 barrier counter and error word
     T,
     B,
@@ -51,6 +54,7 @@ def gru_bwd_persistent_kernel(
     USE_LENGTHS: tl.constexpr,
     RESIDENT: tl.constexpr,
     BARRIER: tl.constexpr,
+    FLAGS: tl.constexpr,
     BLOCK_B: tl.constexpr,
     ROWS: tl.constexpr,  # rows of a batch tile that hold sequences: BLOCK_B, or the batch when smaller
     BLOCK_H: tl.constexpr,
@@ -72,6 +76,7 @@ def gru_bwd_persistent_kernel(
     step0 = dir64 * T  # and of gates and dgh
     p_w += dir64 * 3 * H * H
     p_dstate += direction * B * H
+    p_xbuf += dir64 * 2 * B * 3 * H
     row_dy = num_dirs * H
     row_dgx = num_dirs * 3 * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
@@ -83,9 +88,14 @@ def gru_bwd_persistent_kernel(
         j0 = (pid % num_h_tiles) * BLOCK_H
         w = load_weight_chunks(p_w, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     dtype = p_dgh.dtype.element_ty
+    WORD = p_xbuf.dtype.element_ty
     for rev_step in range(T):
         step = T - 1 - rev_step
         p_dgh_s = p_dgh + (step0 + step) * B * 3 * H
+        # Ready flags: iteration r publishes and reads slot r % 2 with tag r + 1 (the slots start
+        # as zeros: tag 0); the two-slot argument of kernels/exchange.py holds step for step.
+        p_x = p_xbuf + tl.cast(rev_step % 2, tl.int64) * B * 3 * H
+        tag = step_tag(rev_step + 1, WORD)
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
@@ -119,18 +129,31 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgx_t, da_r.to(dtype), mask=mask)
             tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
-            tl.store(p_dgh_s + offs_g, da_r.to(dtype), mask=mask)
-            tl.store(p_dgh_s + offs_g + H, da_z.to(dtype), mask=mask)
-            tl.store(p_dgh_s + offs_g + 2 * H, (da_n * r).to(dtype), mask=mask)
+            dgh_r, dgh_z, dgh_n = da_r.to(dtype), da_z.to(dtype), (da_n * r).to(dtype)
+            tl.store(p_dgh_s + offs_g, dgh_r, mask=mask)
+            tl.store(p_dgh_s + offs_g + H, dgh_z, mask=mask)
+            tl.store(p_dgh_s + offs_g + 2 * H, dgh_n, mask=mask)
+            if FLAGS:
+                publish_tagged(p_x + offs_g, pack_tagged(dgh_r, tag, WORD), mask)
+                publish_tagged(p_x + offs_g + H, pack_tagged(dgh_z, tag, WORD), mask)
+                publish_tagged(p_x + offs_g + 2 * H, pack_tagged(dgh_n, tag, WORD), mask)
             tl.store(p_dstate + offs_bh, dh_carry, mask=mask)
-        # Every slice of dgh_t is published before any program multiplies it by W_hh.
+        # Every slice of dgh_t is published before any program multiplies it by W_hh (with ready
+        # flags, the polls below wait for it; this only orders the program's own accesses).
         grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
         for tile in range(pid, num_tiles, num_programs):
             j0 = (tile % num_h_tiles) * BLOCK_H
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
             offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
             acc = tl.zeros((S, BLOCK_B, NS), ACC)
-            if RESIDENT:
+            if FLAGS:
+                b_words = wait_tagged_chunks(
+                    p_x, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
+                )
+                for c in tl.static_range(NUM_K):
+                    b_dgh = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
+                    acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
+            elif RESIDENT:
                 for c in tl.static_range(NUM_K):
                     b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
                     acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
@@ -156,8 +179,12 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     dgx = empty_output((T, B, D * 3 * H), dtype, device)
     dgh = empty_output((D, T, B, 3 * H), dtype, device)
     dstate = accumulator_state(dh_n)
+    sync = new_sync_word(device)
+    # Zeros: tag 0, which no iteration takes for its own.
+    flags = config.uses_ready_flags(H)
+    xbuf = torch.zeros((D, 2, B, 3 * H), dtype=word_dtype(dtype), device=device) if flags else sync
     args = (
-        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, new_sync_word(device),
+        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
         T, B, H, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(

@@ -67,7 +67,7 @@ class PersistentConfig:
     (needs ``num_programs`` to be a multiple of the number of hidden slices). ``exchange`` is how
     the forward's hidden slices hand a step's state on: ``"barrier"`` (a grid barrier per step) or
     ``"flags"`` (each element carries its step, ``kernels/exchange.py``; resident weights, 16- and
-    32-bit dtypes). The backward always uses the barrier.
+    32-bit dtypes); the backward hands on its ``dgh`` the same way.
 
     ``split_k`` x ``split_n`` parts share each step's recurrent product (``kernels/tiles.py``):
     the reduction split ``split_k`` ways, the slice's columns ``split_n`` ways. With as many parts
@@ -114,9 +114,10 @@ class PersistentConfig:
         the grid must be co-resident: several hidden slices, several programs."""
         return self.num_h_tiles(hidden) > 1 and self.num_programs > 1
 
-    def uses_ready_flags(self, hidden: int, backward: bool = False) -> bool:
-        """Whether the forward's slices exchange their state through tagged words (no barrier)."""
-        return self.exchange == "flags" and self.num_h_tiles(hidden) > 1 and not backward
+    def uses_ready_flags(self, hidden: int) -> bool:
+        """Whether the slices exchange a step's state (the forward's ``h``, the backward's ``dgh``)
+        through tagged words instead of meeting at a barrier."""
+        return self.exchange == "flags" and self.num_h_tiles(hidden) > 1
 
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
@@ -178,7 +179,7 @@ def launch_constexprs(
 ) -> dict:
     """The constexprs both persistent kernels take, for ``config`` at ``hidden`` x ``batch`` (the
     forward's reduction runs over H, the backward's over 3H)."""
-    flags = config.uses_ready_flags(hidden, backward)
+    flags = config.uses_ready_flags(hidden)
     constexprs = dict(
         REVERSE=reverse,
         USE_LENGTHS=use_lengths,
@@ -195,7 +196,7 @@ def launch_constexprs(
         PRECISION=precision,
         ACC=accumulator_dtype(dtype),
     )
-    return constexprs if backward else dict(constexprs, FLAGS=flags)
+    return dict(constexprs, FLAGS=flags)
 
 
 def check_step_size(batch: int, hidden: int, directions: int = 1) -> None:

@@ -137,19 +137,22 @@ def test_resident_slices_match_reference(exchange, grid):
 
 @pytest.mark.parametrize("B", [1, 3, 18], ids=["B1", "B3", "B18"])
 def test_flags_and_barrier_agree_bitwise(B):
-    """Both exchanges hand on the same rounded states, so they compute the same bits; batches
-    smaller than a tile poll only their own rows (1 and 4 of 16)."""
+    """Both exchanges hand on the same rounded states (and the backward the same dgh), so they
+    compute the same bits; batches smaller than a tile poll only their own rows (1 and 4 of 16)."""
     torch.manual_seed(12)
     T, H = 5, 64
     gx = torch.randn(T, B, 3 * H)
     w_hh = torch.randn(1, 3 * H, H) / H**0.5
     b_hn, h0 = torch.randn(1, H), torch.randn(1, B, H)
+    dy, dh_n = torch.randn(T, B, H), torch.randn(1, B, H)
     results = {}
     for exchange in EXCHANGES:
         config = _grid_case(H, B, block_h=16, block_b=16, exchange=exchange)
         with concurrent_programs(), force_config(config):
-            results[exchange] = torch.ops.tritongru.gru_recurrence(gx, w_hh, b_hn, h0, None, False, True)
-    for name, a, b in zip(["y", "h_n", "hs", "gates"], results["barrier"], results["flags"]):
+            y, h_n, hs, gates = torch.ops.tritongru.gru_recurrence(gx, w_hh, b_hn, h0, None, False, True)
+            backward = torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, None, False)
+        results[exchange] = (y, h_n, hs, gates, *backward)
+    for name, a, b in zip(["y", "h_n", "hs", "gates", "dgx", "dgh", "dh0"], results["barrier"], results["flags"]):
         assert torch.equal(a, b), name
 
 

@@ -13,7 +13,7 @@ import torch
 import tritongru
 from tritongru import _compat, dispatch
 from tritongru.dispatch import H200_SMS, Problem, force_config, heuristic_config
-from tritongru.kernels import PersistentConfig, gru_forward, gru_fwd_persistent_kernel
+from tritongru.kernels import PersistentConfig, gru_backward, gru_forward, gru_fwd_persistent_kernel
 from tritongru.reference import gru_recurrence_reference, gru_reference
 
 from helpers import OneProgramShort
@@ -167,8 +167,8 @@ FLAG_CASES = [(torch.bfloat16, 1024, 16), (torch.bfloat16, 256, 1), (torch.float
 @pytest.mark.parametrize("dtype, H, B", FLAG_CASES, ids=[f"{str(d).removeprefix('torch.')}-H{h}-B{b}" for d, h, b in FLAG_CASES])
 @pytest.mark.parametrize("save", [False, True], ids=["inference", "training"])
 def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, B, save):
-    """Both exchanges hand on the same rounded states: the same bits, across 256 steps of 64
-    programs polling one another."""
+    """Both exchanges hand on the same rounded states: the same bits, forward and backward, across
+    256 steps of 64 programs polling one another."""
     torch.manual_seed(3)
     T = 256
     barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS, exchange="barrier")
@@ -180,6 +180,13 @@ def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, 
     theirs = gru_forward(gx, w, b_hn, h0, None, False, save, barrier, precision)
     for name, a, b in zip(["y", "h_n", "hs", "gates"], ours, theirs):
         assert torch.equal(a, b), name
+    if save:
+        # The backward hands on its dgh through ready flags too: the same bits as at the barrier.
+        dy, dh_n = torch.randn_like(ours[0]), torch.randn_like(ours[1])
+        grads = [gru_backward(dy, dh_n, w, hs, gates, None, False, config, precision)
+                 for config, (_, _, hs, gates) in ((flags, ours), (barrier, theirs))]
+        for name, a, b in zip(["dgx", "dgh", "dh0"], *grads):
+            assert torch.equal(a, b), name
     y_ref, h_ref = _reference(gx, w, b_hn, h0)
     assert _relative_error(ours[0], y_ref) < TOLERANCE[dtype] and _relative_error(ours[1], h_ref) < TOLERANCE[dtype]
 

@@ -25,7 +25,7 @@ import triton
 from . import compile_report
 from .compiled_step import count_step, dot_layouts, parse_sass
 from .cost_model import CallShape, call_cost, critical_round_trips, step_cost
-from .dispatch import Tiles
+from .dispatch import KINDS, Tiles
 from .hardware import GPUS, gpu as gpu_named
 from .kernels.launch import SM90_LIMITS, Launch, programs_per_sm
 
@@ -292,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search", type=Path, metavar="PLAN",
                         help="instead, choose every plan entry's tiles by modelled cost and merge them into the table "
                              "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
+    parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
     args = parser.parse_args(argv)
     shapes = compile_report.shapes_from(args, parser)
     if args.search:
-        search(gpu_name=args.gpu, plan=args.search, **{
+        search(gpu_name=args.gpu, plan=args.search, kinds=args.kind, **{
             "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": (torch.bfloat16, torch.float32),
             **shapes,
         })
@@ -354,7 +355,7 @@ def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dty
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
     config = heuristic_config(problem, H200_SMS, kind == "bwd", tiles=tiles)
     taken = (config.split_k, config.split_n, config.block_k, config.block_b) == (tiles.split_k, tiles.split_n, tiles.block_k, tiles.block_b)
-    exchanges = kind != "bwd" and config.resident and config.grid_synchronised(hidden)
+    exchanges = config.resident and config.grid_synchronised(hidden)
     if not taken or (tiles.exchange == "flags" and not exchanges):
         return None  # another candidate covers what the work split made of these tiles
     launch = compile_report.planned_launch(kind, config, hidden, batch, dtype)
@@ -372,7 +373,7 @@ def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_nam
     modelled = []
     for tiles in tile_candidates(kind, hidden, batch, dtype):
         variants = [tiles]
-        if kind != "bwd" and dtype.itemsize <= 4:
+        if dtype.itemsize <= 4:
             variants.append(dataclasses.replace(tiles, exchange="flags"))
         # Wider batch tiles can only pay where hidden slices run several batch tiles per program;
         # a program holding all of W_hh runs one tile and there are as many programs as tiles.
@@ -387,11 +388,13 @@ def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_nam
     return sorted(modelled, key=lambda pair: pair[1].step_us)
 
 
-def search(hidden, batch, dtypes, gpu_name: str, plan: Path, log=print) -> dict:
+def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=print) -> dict:
     """Search every plan entry of the shape grid and merge the choices into the table at ``plan``
     (entry by entry, so that a search cut short keeps what it found). Each entry records its
     choice, the modelled step of every candidate that fit (the tuner's order), and how it was made."""
     from .dispatch import KINDS, PLAN_FORMAT, batch_class, plan_key
+
+    kinds = kinds or KINDS
 
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
     document.update(arch=90, model=gpu_name, triton=triton.__version__,
@@ -399,7 +402,7 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, log=print) -> dict:
     for dtype in dtypes:
         for H in hidden:
             for B in sorted({batch_class(b) for b in batch}):
-                for kind in KINDS:
+                for kind in kinds:
                     ranked = search_entry(kind, H, B, dtype, gpu_name, log)
                     if not ranked:
                         log(f"  {kind} h{H} b{B} {dtype}: no candidate fits; the default tiles stay")

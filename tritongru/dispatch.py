@@ -139,18 +139,16 @@ def modelled_step_us(problem: Problem, config: PersistentConfig, sms: int = H200
     for backward in (False, True) if problem.training else (False,):
         entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind_of(problem.training, backward), problem.batch)
         step = next((us for tiles, us in entry.items()
-                     if _same_launch(heuristic_config(problem, sms, backward, tiles=tiles), config, backward)), None)
+                     if _same_launch(heuristic_config(problem, sms, backward, tiles=tiles), config)), None)
         if step is None:
             return None
         total += step
     return total
 
 
-def _same_launch(planned: PersistentConfig, config: PersistentConfig, backward: bool) -> bool:
-    # A register cap is how the search kept a candidate spill-free, not another tiling; the
-    # backward never exchanges by flags.
-    ignored = dict(max_registers=None, **({"exchange": "barrier"} if backward else {}))
-    return dataclasses.replace(planned, **ignored) == dataclasses.replace(config, **ignored)
+def _same_launch(planned: PersistentConfig, config: PersistentConfig) -> bool:
+    # A register cap is how the search kept a candidate spill-free, not another tiling.
+    return dataclasses.replace(planned, max_registers=None) == dataclasses.replace(config, max_registers=None)
 
 
 def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
@@ -196,8 +194,8 @@ def heuristic_config(
     if sliced.weight_bytes(H, problem.dtype) <= WEIGHT_BUDGET_BYTES:
         groups = max(1, min(b_tiles, sms // h_tiles))
         chosen = tiles.exchange if exchange is None else exchange
-        if chosen == "flags" and (backward or problem.dtype.itemsize > 4):
-            chosen = "barrier"  # the backward and fp64 states always meet at the barrier
+        if chosen == "flags" and problem.dtype.itemsize > 4:
+            chosen = "barrier"  # an fp64 value and its tag fit no single-copy-atomic word
         return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen)
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
 
