@@ -7,7 +7,7 @@ whole calls: one layer at T = 1024 for each shape, and the KernelBench GRU tasks
 prints is a model figure, not a measurement.** A CSV of the rows goes to
 ``perf/results/model-<gpu>/`` when ``--out`` names that folder.
 
-    python -m tritongru cost-report --gpu h200 --hidden 1024 --batch 1 16 --dtype bfloat16
+    python -m tritongru cost-report --gpu h200 --hidden 1024 --batch 1 16 --dtype bf16
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRo
     cost = step_cost(counts, warps, exchange, gpu, tiles)
     layouts = dot_layouts(compiled.ttgir)
     return CostRow(
-        kind, compile_report._TRITON_TYPE[launch.arg("p_hbuf" if kind != "bwd" else "p_hs").dtype], H, B,
+        kind, compile_report._TRITON_TYPE[launch.arg("p_w").dtype], H, B,
         config.label(), compiled.regs, compiled.spill_bytes, compiled.shared, exchange,
         counts.shared_read_bytes * warps / 1024, counts.shared_written_bytes * warps / 1024,
         counts.mma_instructions * -(-warps // 4), counts.mma_chain, max((d.replication for d in layouts), default=1),
