@@ -203,14 +203,14 @@ class Row:
         return found
 
 
-def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barrier") -> PersistentConfig:
-    """The dispatcher's configuration for ``kind`` at this shape on an H200, its forwards' resident
-    slices exchanging their state with ``exchange``."""
+def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, exchange: str | None = None) -> PersistentConfig:
+    """The dispatcher's configuration for ``kind`` at this shape on an H200; ``exchange`` forces how
+    resident slices hand on a step's state (default: as planned)."""
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
     return heuristic_config(problem, H200_SMS, kind == "bwd", exchange)
 
 
-def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str = "barrier"):
+def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str | None = None):
     """``(kind, launch)`` for each launch the dispatcher plans for a shape."""
     for kind in KINDS:
         yield kind, planned_launch(kind, planned_config(kind, hidden, batch, dtype, exchange), hidden, batch, dtype)
@@ -220,7 +220,7 @@ def kind_name(kind: str, launch: Launch) -> str:
     return kind + ("+flags" if launch.constexprs.get("FLAGS") else "")
 
 
-def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: str = "barrier", out=sys.stdout) -> list[Row]:
+def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: str | None = None, out=sys.stdout) -> list[Row]:
     """Compile every planned variant over the shape grid and print one table row per variant."""
     rows = []
     header = f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
@@ -254,9 +254,8 @@ def shape_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {' '.join(map(str, HIDDEN))})")
     parser.add_argument("--batch", type=int, nargs="+", help=f"batch sizes (default {' '.join(map(str, BATCH))})")
     parser.add_argument("--dtype", choices=sorted(_BY_NAME), nargs="+", help="dtypes (default all three)")
-    parser.add_argument("--exchange", choices=EXCHANGES, default="barrier",
-                        help="how the forwards' resident slices exchange their state (default barrier; flags: the "
-                             "ready-flag twins)")
+    parser.add_argument("--exchange", choices=EXCHANGES,
+                        help="force how resident slices hand on a step's state (default: as the planner chose)")
 
 
 def shapes_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:

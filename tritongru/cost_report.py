@@ -168,7 +168,7 @@ def _call_row(name, dtype, mode, shape, step_us, cost, baseline="") -> CallRow:
 # The report
 
 
-def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str = "barrier", out=sys.stdout) -> list[CostRow]:
+def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str | None = None, out=sys.stdout) -> list[CostRow]:
     """Model every planned launch over the shape grid, one printed row each (model figures)."""
     print(f"MODEL figures for {GPUS[gpu_name].name} (tritongru/hardware.py), not measurements: one step of each planned "
           "launch, per SM", file=out)
@@ -333,13 +333,18 @@ SEARCH_WARPS = (8, 4)
 def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype) -> list[Tiles]:
     """The tiles the search models for one plan entry: every split of 4 or 8 warps into parts of
     the product, over the longest reduction chunk that compiles spill-free (fewer chunks mean
-    fewer staging rounds and CTA barriers per step; at H=1024, B=1 a 256-deep chunk modelled dearer
-    with every split, ``perf/NOTES.md``). The caller adds ready flags and wider batch tiles."""
+    fewer staging rounds and CTA barriers per step; at H=1024, B=1 a 256-deep chunk modelled
+    dearer with every split, ``perf/NOTES.md``) and, where that chunk does not divide the
+    reduction, the longest that does (a padded chunk multiplies zeros: H=768 in one 1024-deep
+    chunk costs what H=1024 costs). The caller adds ready flags and wider batch tiles."""
     from .dispatch import default_tiles
 
-    block_k = default_tiles(hidden, dtype.itemsize, kind).block_k
+    longest = default_tiles(hidden, dtype.itemsize, kind).block_k
+    reduction = 3 * hidden if kind == "bwd" else hidden
+    dividing = min(longest, reduction & -reduction)  # the largest power of two dividing it
+    chunks = sorted({longest, dividing} if dividing >= 16 else {longest}, reverse=True)
     return [Tiles(warps, block_k, warps // split_n, split_n) for warps in SEARCH_WARPS for split_n in (1, 2, 4, 8)
-            if split_n <= warps]
+            for block_k in chunks if split_n <= warps]
 
 
 def _fits(row: CostRow) -> bool:

@@ -78,7 +78,8 @@ class Tiles:
 
 
 KINDS = ("fwd-inf", "fwd", "bwd")
-# Batch sizes the plan distinguishes: one sequence, up to a batch tile, more.
+# Batch sizes the plan distinguishes: one sequence, up to a batch tile, more. A class the table
+# has no entry for takes the nearest smaller one's.
 BATCH_CLASSES = (1, 16, 64)
 PLAN_FORMAT = "tritongru-plan"
 
@@ -118,11 +119,15 @@ def read_plan(text: str, source: str) -> dict[str, dict[Tiles, float]]:
 
 def _plan_entry(hidden: int, element_size: int, kind: str, batch: int) -> dict[Tiles, float]:
     """The plan entry for the smallest hidden size the table covers that is at least ``hidden``
-    (the largest otherwise)."""
+    (the largest otherwise), at the batch's class or the nearest smaller class the table has."""
     table = plan_table()
     covered = sorted({int(key.split("/")[2][1:]) for key in table})
     bucket = next((h for h in covered if h >= hidden), covered[-1] if covered else None)
-    return table.get(plan_key(element_size, kind, bucket, batch), {}) if bucket is not None else {}
+    for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(batch)]):
+        entry = table.get(plan_key(element_size, kind, bucket, smaller)) if bucket is not None else None
+        if entry:
+            return entry
+    return {}
 
 
 def planned_tiles(hidden: int, element_size: int, kind: str, batch: int) -> Tiles:
