@@ -28,7 +28,7 @@ from .launch import (
     Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
     new_sync_word,
 )
-from .tiles import column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, split_sum, spread_rows
+from .tiles import column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, split_sum, spread_rows
 
 
 @triton.jit(do_not_specialize=["timeout_us"])
@@ -152,17 +152,17 @@ def gru_bwd_persistent_kernel(
                 )
                 for c in tl.static_range(NUM_K):
                     b_dgh = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
-                    acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
+                    acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
             elif RESIDENT:
                 for c in tl.static_range(NUM_K):
                     b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
-                    acc = tl.dot(b_dgh, w[c], acc, input_precision=PRECISION, out_dtype=ACC)
+                    acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
             else:
                 # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
                 for c in range(NUM_K):
                     b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
                     w_c = load_weight_chunk(p_w, j0, c, H, 1, 3 * H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
-                    acc = tl.dot(b_dgh, w_c, acc, input_precision=PRECISION, out_dtype=ACC)
+                    acc = mma(b_dgh, w_c, acc, PRECISION, ACC)
             mask = (offs_b < B)[None, :, None] & (offs_j < H)
             p_ds = p_dstate + offs_b[None, :, None] * H + offs_j
             tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)

@@ -37,16 +37,16 @@ from .launch import (
     new_sync_word,
 )
 from .tiles import (
-    column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, row_time, sigmoid, split_sum, split_sum_pair, spread_rows, tanh,
+    column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, sigmoid, split_sum, split_sum_pair, spread_rows, tanh,
 )
 
 
 @triton.jit
 def gate_dots(b_h, w_r, w_z, w_n, acc_r, acc_z, acc_n, PRECISION: tl.constexpr, ACC: tl.constexpr):
     """One reduction chunk of ``h W_r^T``, ``h W_z^T`` and ``h W_n^T``, added to the accumulators."""
-    acc_r = tl.dot(b_h, w_r, acc_r, input_precision=PRECISION, out_dtype=ACC)
-    acc_z = tl.dot(b_h, w_z, acc_z, input_precision=PRECISION, out_dtype=ACC)
-    acc_n = tl.dot(b_h, w_n, acc_n, input_precision=PRECISION, out_dtype=ACC)
+    acc_r = mma(b_h, w_r, acc_r, PRECISION, ACC)
+    acc_z = mma(b_h, w_z, acc_z, PRECISION, ACC)
+    acc_n = mma(b_h, w_n, acc_n, PRECISION, ACC)
     return acc_r, acc_z, acc_n
 
 

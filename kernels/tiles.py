@@ -28,6 +28,24 @@ both kernels works in that shape, with :func:`column_offsets` giving each elemen
 import triton
 import triton.language as tl
 
+from .._compat import INTERPRET
+
+# Triton's interpreter (3.6 and 3.9 alike) computes a tl.dot of bf16 operands wrongly: a 16 x 16
+# product is off by ~1e10. Widened to fp32 first, every product of two bf16 values is exact and the
+# sum is the GPU's up to its order, so the bf16 kernels are checked on the CPU too. Compiled
+# kernels never take this branch (a constant False).
+WIDEN_BF16_DOTS: tl.constexpr = tl.constexpr(INTERPRET)
+
+
+@triton.jit
+def mma(a, b, acc, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """``acc + a @ b`` on the tensor cores (batched for rank-3 operands), accumulated in ``ACC``."""
+    if WIDEN_BF16_DOTS and a.dtype == tl.bfloat16:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, out_dtype=ACC)
+    else:
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
+    return acc
+
 
 @triton.jit
 def split_k_offsets(c, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
