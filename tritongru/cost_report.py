@@ -52,6 +52,7 @@ class CostRow:
     exchange: str
     shared_read_kib: float  # per SM and step
     shared_written_kib: float
+    shared_by_instruction: str  # "LDSM.16.M88.4:128;STS.128:32": KiB per SM and step of each kind
     mma_per_subpartition: int
     mma_chain: int
     replication: int  # the most warps any dot computes one output element with
@@ -86,6 +87,7 @@ def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRo
         kind, compile_report._TRITON_TYPE[launch.arg("p_w").dtype], H, B,
         config.label(), compiled.regs, compiled.spill_bytes, compiled.shared, exchange,
         counts.shared_read_bytes * warps / 1024, counts.shared_written_bytes * warps / 1024,
+        ";".join(f"{op}:{moved * warps / 1024:g}" for op, moved in sorted((counts.shared_read + counts.shared_written).items())),
         counts.mma_instructions * -(-warps // 4), counts.mma_chain, max((d.replication for d in layouts), default=1),
         not launch.synchronised or launch.programs <= gpu.sms.value * programs_per_sm(compiled.regs, compiled.shared, warps),
         counts.cta_barriers, counts.global_load_bytes * warps / 1024, counts.global_store_bytes * warps / 1024,
