@@ -57,6 +57,27 @@ def test_step_counts_one_warps_pass_over_the_time_loop():
     assert dict(counts.global_loads) == {"LDG.E.STRONG.GPU": 128} and counts.atomics["ATOMG.E.ADD.STRONG.GPU"] == 1
 
 
+# A time loop (0x100-0x160) whose HMMA sit in an inner loop over chunks (0x110-0x140).
+STREAMED = """
+        /*0100*/                   LDG.E.128 R2, desc[UR4][R6.64] ;
+        /*0110*/                   LDSM.16.M88.4 R8, [R2+0x100] ;
+        /*0120*/                   HMMA.16816.F32.BF16 R16, R8, R12, R16 ;
+        /*0130*/                   IADD3 R3, R3, 0x1, RZ ;
+        /*0140*/              @P1 BRA 0x110 ;
+        /*0150*/                   STG.E [R4.64], R16 ;
+        /*0160*/              @P2 BRA 0x100 ;
+"""
+
+
+def test_inner_product_loops_count_once_per_chunk():
+    once = count_step(parse_sass(STREAMED))
+    chunks = count_step(parse_sass(STREAMED), product_trips=6)
+    assert (once.mma_instructions, chunks.mma_instructions) == (1, 6)
+    assert chunks.shared_read_bytes == 6 * 512 and chunks.instructions == 3 + 6 * 4
+    assert chunks.global_load_bytes == once.global_load_bytes == 512, "the load outside the chunk loop runs once"
+    assert chunks.mma_chain == 6 and chunks.wait_loops == 0
+
+
 def test_access_widths():
     def width(text):
         return access_bytes(parse_sass(f"        /*0000*/ {text} ;")[0])
@@ -147,9 +168,11 @@ def test_step_cost_adds_exchange_to_the_longest_throughput_term():
     assert cost.shared == pytest.approx(8 * (512 + 512 + 64) / 128 / cycles)
     assert cost.issue == pytest.approx(11 * 2 / cycles)
     assert cost.tensor == pytest.approx(max(3 * 2 * 8, 2 * 32) / cycles)
+    assert cost.l2 == pytest.approx(8 * 128 / 7000e3)  # one 128-byte load per warp, one program
     assert cost.cta_barriers == pytest.approx(24 / cycles)
     assert cost.exchange == pytest.approx(1.5 * 500 / cycles)
-    assert cost.step == pytest.approx(cost.exchange + max(cost.shared, cost.issue, cost.tensor) + cost.cta_barriers)
+    assert cost.step == pytest.approx(cost.exchange + max(cost.shared, cost.issue, cost.tensor, cost.l2) + cost.cta_barriers)
+    assert step_cost(counts, 8, "flags", h200, programs=64).l2 == pytest.approx(64 * cost.l2)
     assert cost.bound == "exchange"
     barrier = step_cost(counts, num_warps=8, exchange="barrier", gpu=h200, tiles=2)
     assert barrier.exchange == pytest.approx(1.13 + 500 / cycles) and barrier.step == pytest.approx(barrier.exchange + 2 * barrier.compute)

@@ -41,7 +41,7 @@ def test_report_rows_cover_every_planned_launch_without_repeated_warps(report):
     assert [row["kernel"] for row in rows] == ["fwd-inf", "fwd", "bwd"]
     for row in rows:
         assert row["replication"] == "1" and row["spill_bytes"] == "0" and row["exchange"] == "none"
-        terms = [float(row[f"{term}_us"]) for term in ("shared", "issue", "tensor")]
+        terms = [float(row[f"{term}_us"]) for term in ("shared", "issue", "tensor", "l2")]
         step = float(row["exchange_us"]) + max(terms) + float(row["cta_barrier_us"])
         assert float(row["step_us"]) == pytest.approx(step)
     with (out / "calls.csv").open() as handle:

@@ -189,38 +189,52 @@ def mma_flops(opcode: str) -> int:
     raise ValueError(f"unknown tensor-core instruction shape in {opcode}")
 
 
-def count_step(instructions: list[Instruction], span: tuple[int, int] | None = None) -> StepCounts:
-    """Count one warp's pass over ``span`` (default: :func:`time_loop`)."""
+def count_step(instructions: list[Instruction], span: tuple[int, int] | None = None, product_trips: int = 1) -> StepCounts:
+    """Count one warp's pass over ``span`` (default: :func:`time_loop`).
+
+    ``product_trips``: how often the innermost loops that hold tensor-core work run per pass (the
+    loop over chunks of weights re-read every step, ``NUM_K`` times); their instructions count
+    that often, and the dependent chain through them that many times longer."""
     first, last = span if span is not None else time_loop(instructions)
     body = instructions[first : last + 1]
-    counts = StepCounts(instructions=len(body))
-    for inst in body:
+    inner = [
+        (lo, hi) for lo, hi in loops(instructions)
+        if first <= lo and hi <= last and (lo, hi) != (first, last) and _holds_mma(instructions, lo, hi)
+    ]
+    innermost = [(lo, hi) for lo, hi in inner if not any((a, b) != (lo, hi) and lo <= a and b <= hi for a, b in inner)]
+    counts = StepCounts()
+    for index, inst in enumerate(body, start=first):
+        times = product_trips if any(lo <= index <= hi for lo, hi in innermost) else 1
+        counts.instructions += times
         base = inst.base
         if base in ("LDSM", "LDS"):
-            counts.shared_read[inst.opcode] += access_bytes(inst)
+            counts.shared_read[inst.opcode] += times * access_bytes(inst)
         elif base in ("STS", "STSM"):
-            counts.shared_written[inst.opcode] += access_bytes(inst)
+            counts.shared_written[inst.opcode] += times * access_bytes(inst)
         elif base in MMA_BASES:
-            counts.mma[inst.opcode] += 1
+            counts.mma[inst.opcode] += times
         elif base == "LDG":
-            counts.global_loads[inst.opcode] += access_bytes(inst)
+            counts.global_loads[inst.opcode] += times * access_bytes(inst)
         elif base == "STG":
-            counts.global_stores[inst.opcode] += access_bytes(inst)
+            counts.global_stores[inst.opcode] += times * access_bytes(inst)
         elif base in ("ATOMG", "ATOM", "RED", "REDG"):
-            counts.atomics[inst.opcode] += 1
+            counts.atomics[inst.opcode] += times
         elif base == "BAR":
-            counts.cta_barriers += 1
+            counts.cta_barriers += times
         elif base == "MEMBAR":
-            counts.fences += 1
+            counts.fences += times
         elif base in ("LDL", "STL"):
-            counts.spill_accesses += 1
+            counts.spill_accesses += times
     counts.wait_loops = sum(
         1 for lo, hi in loops(instructions)
-        if first <= lo and hi <= last and (lo, hi) != (first, last)
-        and not any(inst.base in MMA_BASES for inst in instructions[lo : hi + 1])
+        if first <= lo and hi <= last and (lo, hi) != (first, last) and not _holds_mma(instructions, lo, hi)
     )
-    counts.mma_chain = mma_chain(body)
+    counts.mma_chain = mma_chain(body) * (product_trips if innermost else 1)
     return counts
+
+
+def _holds_mma(instructions: list[Instruction], lo: int, hi: int) -> bool:
+    return any(inst.base in MMA_BASES for inst in instructions[lo : hi + 1])
 
 
 # --------------------------------------------------------------------------------------------------

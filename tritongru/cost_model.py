@@ -5,13 +5,15 @@ a compiled variant executes (:mod:`tritongru.compiled_step`) and prices it with 
 (:mod:`tritongru.hardware`). A step of a persistent kernel is a chain: wait for the other programs'
 state, load it, compute the recurrent product and the gates, publish the new state. So
 
-    step = exchange + tiles x (max(shared, issue, tensor) + cta barriers)
+    step = exchange + tiles x (max(shared, issue, tensor, l2) + cta barriers)
 
 * ``shared``: bytes the SM's warps move through shared memory, at its bandwidth per clock;
 * ``issue``: warp instructions of one sub-partition (warps / 4 of them), one per clock;
 * ``tensor``: the tensor-core instructions of one sub-partition at their issue rate, or the longest
   chain of dependent ones at their latency, whichever is longer;
-  (these three overlap: the step's compute is as long as the longest of them)
+* ``l2``: what the whole grid loads and stores through L2 in a step (the state, ready-flag polls,
+  weights re-read every step), at the GPU's L2 bandwidth;
+  (these four overlap: the step's compute is as long as the longest of them)
 * ``cta barriers``: every ``bar.sync`` drains the program's warps, so each adds its cost;
 * ``exchange``: the round trips to L2 on the critical path between steps. A grid barrier costs what
   an atomic-counter barrier measured on that GPU, plus the load of the state after it; ready flags
@@ -41,13 +43,14 @@ class StepCost:
     shared: float
     issue: float
     tensor: float
+    l2: float
     cta_barriers: float
     exchange: float
     tiles: int
 
     @property
     def compute(self) -> float:
-        return max(self.shared, self.issue, self.tensor) + self.cta_barriers
+        return max(self.shared, self.issue, self.tensor, self.l2) + self.cta_barriers
 
     @property
     def step(self) -> float:
@@ -61,14 +64,16 @@ class StepCost:
             "shared": self.tiles * self.shared,
             "issue": self.tiles * self.issue,
             "tensor": self.tiles * self.tensor,
+            "l2": self.tiles * self.l2,
             "cta-barriers": self.tiles * self.cta_barriers,
         }
         return max(terms, key=terms.get)
 
 
-def step_cost(counts: StepCounts, num_warps: int, exchange: str, gpu: GPU, tiles: int = 1) -> StepCost:
+def step_cost(counts: StepCounts, num_warps: int, exchange: str, gpu: GPU, tiles: int = 1, programs: int = 1) -> StepCost:
     """The modelled cost of one step from one warp's counts of a variant with ``num_warps`` warps,
-    one program per SM, exchanging its state by ``exchange`` (``barrier``, ``flags`` or ``none``)."""
+    one program per SM, ``programs`` of them, exchanging its state by ``exchange`` (``barrier``,
+    ``flags`` or ``none``)."""
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
     per_subpartition = math.ceil(num_warps / 4)
@@ -76,6 +81,8 @@ def step_cost(counts: StepCounts, num_warps: int, exchange: str, gpu: GPU, tiles
     shared = us((counts.shared_read_bytes + counts.shared_written_bytes) * num_warps / gpu.shared_bytes_per_clock.value)
     issue = us(counts.instructions * per_subpartition / gpu.issue_per_clock.value)
     tensor = us(max(counts.mma_instructions * per_subpartition * gpu.mma_issue.value, counts.mma_chain * gpu.mma_latency.value))
+    moved = (counts.global_load_bytes + counts.global_store_bytes) * num_warps * programs
+    l2 = moved / (gpu.l2_bandwidth_gbs.value * 1e3)
     barriers = us(counts.cta_barriers * gpu.cta_barrier.value)
     round_trip = us(gpu.l2_round_trip.value)
     exchange_us = {
@@ -83,7 +90,7 @@ def step_cost(counts: StepCounts, num_warps: int, exchange: str, gpu: GPU, tiles
         "flags": 1.5 * round_trip,
         "none": round_trip,
     }[exchange]
-    return StepCost(shared, issue, tensor, barriers, exchange_us, tiles)
+    return StepCost(shared, issue, tensor, l2, barriers, exchange_us, tiles)
 
 
 def critical_round_trips(exchange: str) -> float:

@@ -65,6 +65,7 @@ class CostRow:
     shared_us: float
     issue_us: float
     tensor_us: float
+    l2_us: float
     cta_barrier_us: float
     exchange_us: float
     step_us: float
@@ -74,14 +75,15 @@ class CostRow:
 def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRow:
     """Compile ``launch`` and model one step of it on ``gpu_name``."""
     compiled = compile_report.compile_launch(launch, arch)
-    counts = count_step(parse_sass(compiled.sass))
+    # Streamed weights come in a loop over NUM_K chunks inside each step.
+    counts = count_step(parse_sass(compiled.sass), product_trips=1 if launch.config.resident else launch.constexprs["NUM_K"])
     warps = compiled.num_warps
     exchange = exchange_of(launch)
     config = launch.config
     B, H = launch.arg("B"), launch.arg("H")
     tiles = max(1, -(-config.num_h_tiles(H) * config.num_b_tiles(B) // config.num_programs))
     gpu = gpu_named(gpu_name)
-    cost = step_cost(counts, warps, exchange, gpu, tiles)
+    cost = step_cost(counts, warps, exchange, gpu, tiles, launch.programs)
     layouts = dot_layouts(compiled.ttgir)
     return CostRow(
         kind, compile_report._TRITON_TYPE[launch.arg("p_w").dtype], H, B,
@@ -91,7 +93,7 @@ def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRo
         counts.mma_instructions * -(-warps // 4), counts.mma_chain, max((d.replication for d in layouts), default=1),
         not launch.synchronised or launch.programs <= gpu.sms.value * programs_per_sm(compiled.regs, compiled.shared, warps),
         counts.cta_barriers, counts.global_load_bytes * warps / 1024, counts.global_store_bytes * warps / 1024,
-        critical_round_trips(exchange), tiles, cost.shared, cost.issue, cost.tensor, cost.cta_barriers, cost.exchange,
+        critical_round_trips(exchange), tiles, cost.shared, cost.issue, cost.tensor, cost.l2, cost.cta_barriers, cost.exchange,
         cost.step, cost.bound,
     )
 
@@ -175,7 +177,7 @@ def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str |
     print(f"MODEL figures for {GPUS[gpu_name].name} (tritongru/hardware.py), not measurements: one step of each planned "
           "launch, per SM", file=out)
     print(f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'read':>6} {'write':>6} {'mma/sp':>6} {'chain':>5} {'rep':>3} "
-          f"{'bars':>4} {'regs':>4} {'spill':>5}  {'shared':>6} {'issue':>6} {'tensor':>6} {'cta':>6} {'exch':>6} "
+          f"{'bars':>4} {'regs':>4} {'spill':>5}  {'shared':>6} {'issue':>6} {'tensor':>6} {'l2':>6} {'cta':>6} {'exch':>6} "
           f"{'step us':>7}  bound", file=out)
     rows = []
     for dtype in dtypes:
@@ -187,7 +189,7 @@ def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str |
                     print(f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {row.shared_read_kib:>5.0f}K "
                           f"{row.shared_written_kib:>5.0f}K {row.mma_per_subpartition:>6} {row.mma_chain:>5} "
                           f"{row.replication:>3} {row.cta_barriers:>4} {row.regs:>4} {row.spill_bytes:>5}  "
-                          f"{row.shared_us:>6.2f} {row.issue_us:>6.2f} {row.tensor_us:>6.2f} {row.cta_barrier_us:>6.2f} "
+                          f"{row.shared_us:>6.2f} {row.issue_us:>6.2f} {row.tensor_us:>6.2f} {row.l2_us:>6.2f} {row.cta_barrier_us:>6.2f} "
                           f"{row.exchange_us:>6.2f} {row.step_us:>7.2f}  {row.bound}", file=out, flush=True)
     return rows
 

@@ -34,6 +34,7 @@ class GPU:
     mma_issue: Figure  # cycles an SM sub-partition is busy per m16n8k16 mma.sync
     cta_barrier: Figure  # cycles a bar.sync costs when all warps arrive together
     l2_round_trip: Figure  # cycles of a load that misses L1 and hits a far L2 partition
+    l2_bandwidth_gbs: Figure  # what all SMs together read from L2
     hbm_bandwidth_gbs: Figure
     tensor_tflops_bf16: Figure  # dense
     grid_barrier_us: Figure  # an atomic-counter barrier across ~130 CTAs, per step
@@ -56,6 +57,9 @@ _HOPPER_SHARED = dict(
                         "mma.sync reaches about half of it on Hopper"),
     cta_barrier=Figure(24, "assumed: one bar.sync with 8 warps arriving together (tens of cycles); calibrate on a GPU"),
     l2_round_trip=Figure(500, f"{RRZE} gpu-latency (GH200: ~280 cycles near, ~480-520 far L2 partition)"),
+    l2_bandwidth_gbs=Figure(7000, "assumed: published H100 L2 read bandwidths range from ~5.5 to ~12 TB/s "
+                                  "(chipsandcheese.com, 'Nvidia's H100: Funny L2, and Tons of Bandwidth', and others); "
+                                  "calibrate on a GPU"),
 )
 
 GPUS = {
