@@ -334,7 +334,7 @@ if __name__ == "__main__":
 SEARCH_WARPS = (8, 4)
 
 
-def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype) -> list[Tiles]:
+def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype, shorter: int = 0) -> list[Tiles]:
     """The tiles the search models for one plan entry: every split of 4 or 8 warps into parts of
     the product, over the longest reduction chunk that compiles spill-free (fewer chunks mean
     fewer staging rounds and CTA barriers per step; at H=1024, B=1 a 256-deep chunk modelled
@@ -343,7 +343,7 @@ def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype) -> l
     chunk costs what H=1024 costs). The caller adds ready flags and wider batch tiles."""
     from .dispatch import default_tiles
 
-    longest = default_tiles(hidden, dtype.itemsize, kind).block_k
+    longest = max(16, default_tiles(hidden, dtype.itemsize, kind).block_k >> shorter)
     reduction = 3 * hidden if kind == "bwd" else hidden
     dividing = min(longest, reduction & -reduction)  # the largest power of two dividing it
     chunks = sorted({longest, dividing} if dividing >= 16 else {longest}, reverse=True)
@@ -375,12 +375,24 @@ def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dty
 
 
 def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, log=print) -> list[tuple[Tiles, CostRow]]:
-    """Every candidate of one plan entry that fits, cheapest modelled step first."""
-    from .dispatch import H200_SMS, Problem, heuristic_config
+    """Every candidate of one plan entry that fits, cheapest modelled step first (shorter chunks
+    only where nothing longer fits)."""
+    from .dispatch import Problem
 
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
     modelled = []
-    for tiles in tile_candidates(kind, hidden, batch, dtype):
+    for shorter in range(3):
+        modelled = _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log)
+        if modelled:
+            break
+    return sorted(modelled, key=lambda pair: pair[1].step_us)
+
+
+def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -> list[tuple[Tiles, CostRow]]:
+    from .dispatch import H200_SMS, heuristic_config
+
+    modelled = []
+    for tiles in tile_candidates(kind, hidden, batch, dtype, shorter):
         variants = [tiles]
         if dtype.itemsize <= 4:
             variants.append(dataclasses.replace(tiles, exchange="flags"))
@@ -394,7 +406,7 @@ def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_nam
             if found is not None:
                 modelled.append(found)
                 log(f"  {kind:<8} h{hidden} b{batch} {found[1].config:<48} {found[1].step_us:6.2f} us ({found[1].bound})")
-    return sorted(modelled, key=lambda pair: pair[1].step_us)
+    return modelled
 
 
 def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=print) -> dict:
