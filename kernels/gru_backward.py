@@ -14,7 +14,9 @@ Only the last product is sequential. A program owns hidden units ``[j0, j0 + BLO
 the columns ``W_hh[:, j0:j0+BLOCK_H]`` (all 3H rows) on chip. Each step has two phases: the
 elementwise gate gradients of its slice (published to ``dgh``), a grid barrier, then its slice of
 ``dgh_t W_hh``, which needs every program's ``dgh_t``. ``dgh`` has one slot per step, so no slot is
-reused while another program may still read it and one barrier per step suffices. ``dgx`` (for the
+reused while another program may still read it and one barrier per step suffices. With ``FLAGS``
+the second phase polls for ``dgh_t`` as tagged words instead (``kernels/exchange.py``), and no
+program waits at a barrier. The product is split among the warps as in the forward. ``dgx`` (for the
 input GEMMs) and ``dgh`` (for ``dW_hh``) leave the kernel; the weight gradients are batched GEMMs.
 """
 

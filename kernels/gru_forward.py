@@ -11,6 +11,11 @@ step in one word, and a program polls until the whole ``h_{t-1}`` it needs carri
 (``kernels/exchange.py``). With one hidden slice (W_hh fits one SM) programs are independent batch
 tiles and neither is needed.
 
+Within a program, the warps share a step's product without repeating one another's work: each
+holds a part of the reduction and of the slice's columns (``SPLIT_K`` x ``SPLIT_N``,
+``kernels/tiles.py``), and the elementwise gate math runs on the summed ``(SPLIT_N, ROWS, NS)``
+tiles, ``ROWS`` the batch tile's rows that hold sequences.
+
 Directions: the grid is ``num_dirs`` groups of ``num_programs`` programs; group ``d`` runs
 direction ``d`` (direction 1 reversed) with its own weights, state and exchange buffers, and
 writes its half of each output row. The directions never wait for each other, but a grid barrier
@@ -37,7 +42,8 @@ from .launch import (
     new_sync_word,
 )
 from .tiles import (
-    column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, sigmoid, split_sum, split_sum_pair, spread_rows, tanh,
+    column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, sigmoid, split_sum,
+    split_sum_pair, spread_rows, tanh,
 )
 
 
