@@ -386,8 +386,11 @@ def test_heuristic_takes_the_cheapest_modelled_tiles_of_its_shape(monkeypatch):
     try:
         config = dispatch.heuristic_config(Problem(1000, 1, torch.float16, False), SMS)  # bucket 1024, 2-byte, B=1
         assert (config.num_warps, config.block_k, config.split_k, config.exchange) == (4, 1024, 4, "flags")
-        # Another batch class, or the backward, has no entry: the default tiles.
-        assert dispatch.heuristic_config(Problem(1000, 16, torch.float16, False), SMS).num_warps == 8
+        # A larger batch class without an entry takes the nearest smaller class's tiles ...
+        larger = dispatch.heuristic_config(Problem(1000, 16, torch.float16, False), SMS)
+        assert (larger.num_warps, larger.block_k, larger.split_k) == (4, 1024, 4)
+        # ... while another element size, or the backward, has none: the default tiles.
+        assert dispatch.heuristic_config(Problem(1000, 1, torch.float32, False), SMS).num_warps == 8
         assert dispatch.heuristic_config(Problem(1000, 1, torch.float16, True), SMS, backward=True).num_warps == 8
     finally:
         dispatch.heuristic_config.cache_clear()
