@@ -51,7 +51,7 @@ perf: $(VENV)/.installed
 	$(PY) -m tritongru bench
 
 compile-report: $(VENV)/.installed
-	$(PY) -m tritongru compile-report --arch 90
+	$(PY) -m tritongru compile-report --gpu h200 --out perf/results
 
 cost-report: $(VENV)/.installed
 	$(PY) -m tritongru cost-report --gpu h200 --kernelbench --out perf/results/model-h200

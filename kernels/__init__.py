@@ -2,13 +2,16 @@
 
 from .gru_backward import gru_backward, gru_bwd_persistent_kernel
 from .gru_forward import gru_forward, gru_fwd_persistent_kernel
-from .launch import PersistentConfig, programs_per_sm
+from .launch import PersistentConfig
+from .limits import DeviceLimits, arch_limits, device_limits
 
 __all__ = [
+    "DeviceLimits",
     "PersistentConfig",
+    "arch_limits",
+    "device_limits",
     "gru_backward",
     "gru_bwd_persistent_kernel",
     "gru_forward",
     "gru_fwd_persistent_kernel",
-    "programs_per_sm",
 ]

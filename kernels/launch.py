@@ -3,8 +3,9 @@
 A kernel whose programs wait for one another (at a grid barrier, or for another program's ready
 flags) deadlocks unless every program is resident at once.
 Before the first launch of a variant on a device, its compiled resources (registers, shared memory,
-warps) give how many programs fit on one SM; a grid larger than ``SMs x programs per SM`` is refused
-with an error instead of hanging. On a GPU the launch is also cooperative, so the driver refuses a
+warps) say whether one program fits an SM at all (if not, :class:`DoesNotFit` lets the planner
+choose a smaller plan before anything runs) and how many fit on one SM; a synchronised grid larger
+than ``SMs x programs per SM`` is refused with an error instead of hanging. On a GPU the launch is also cooperative, so the driver refuses a
 grid that cannot be co-resident, and every wait is bounded, so SMs taken by another process end in
 an error, not a hang.
 """
@@ -13,27 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
-from .._compat import INTERPRET
+from ._compat import INTERPRET
 from . import stalls
 from .exchange import word_dtype
-
-# One SM of compute capability 9.0 (H100, H200): the limits that decide co-residency.
-SM90_LIMITS = {
-    "regs_per_sm": 65536,
-    "max_threads_per_sm": 2048,
-    "max_blocks_per_sm": 32,
-    "shared_per_sm": 233472,
-    "shared_per_block": 232448,
-    "reserved_shared_per_block": 1024,
-}
-
+from .limits import device_limits
 
 def barrier_timeout_us() -> int:
     """How long one wait (at the barrier or for ready flags) may spin before the launch fails
@@ -208,48 +199,41 @@ def check_step_size(batch: int, hidden: int, directions: int = 1) -> None:
         )
 
 
-def programs_per_sm(n_regs: int, shared: int, num_warps: int, limits: dict = SM90_LIMITS) -> int:
-    """How many programs of a compiled kernel fit on one SM at once."""
-    threads = 32 * num_warps
-    # Registers are allocated per warp in units of 256.
-    regs_per_warp = triton.cdiv(max(n_regs, 1) * 32, 256) * 256
-    by_regs = limits["regs_per_sm"] // (regs_per_warp * num_warps)
-    by_threads = limits["max_threads_per_sm"] // threads
-    if shared > limits["shared_per_block"]:
-        return 0
-    by_shared = limits["shared_per_sm"] // (shared + limits["reserved_shared_per_block"])
-    return max(0, min(by_regs, by_threads, by_shared, limits["max_blocks_per_sm"]))
+class DoesNotFit(RuntimeError):
+    """A launch whose compiled kernel asks more of one SM than the device has, found before it runs
+    (the planner then tries a smaller plan)."""
+
+    def __init__(self, launch: Launch, resource: str, required: int, limit: int, device_name: str):
+        self.launch, self.resource, self.required, self.limit = launch, resource, required, limit
+        super().__init__(
+            f"{launch.describe()} planned as {launch.config.label()} needs {required} of {resource} per program; "
+            f"{device_name} allows {limit}"
+        )
 
 
-@functools.lru_cache(maxsize=None)
-def device_limits(index: int) -> tuple[int, dict]:
-    """SM count and per-SM limits of a CUDA device."""
-    props = torch.cuda.get_device_properties(index)
-    limits = dict(SM90_LIMITS)
-    limits["regs_per_sm"] = getattr(props, "regs_per_multiprocessor", limits["regs_per_sm"])
-    limits["max_threads_per_sm"] = getattr(props, "max_threads_per_multi_processor", limits["max_threads_per_sm"])
-    limits["shared_per_sm"] = getattr(props, "shared_memory_per_multiprocessor", limits["shared_per_sm"])
-    limits["shared_per_block"] = getattr(props, "shared_memory_per_block_optin", limits["shared_per_block"])
-    return props.multi_processor_count, limits
+_resources: dict = {}
 
 
-_capacity_cache: dict = {}
-
-
-def co_resident_capacity(kernel, args: tuple, constexprs: dict, options: dict, device: torch.device) -> int:
-    """The largest grid of this compiled variant (``options``: its launch options, so that the
-    warm-up compiles exactly what is launched) that can be resident at once on ``device``."""
+def compiled_resources(launch: Launch, options: dict, device: torch.device) -> tuple[int, int]:
+    """``(registers per thread, shared memory bytes)`` of ``launch`` compiled with ``options`` (its
+    launch options, so that the warm-up compiles exactly what is launched) for ``device``; raises
+    :class:`DoesNotFit` where the device cannot run one program of it."""
     # The tensors' dtypes are part of the compiled variant: bf16 and fp32 at the same constexprs
     # differ in shared memory and registers.
-    dtypes = tuple(str(arg.dtype) for arg in args if isinstance(arg, torch.Tensor))
-    key = (kernel.fn.__name__, device.index, dtypes, tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
-    if key not in _capacity_cache:
-        compiled = kernel.warmup(*args, grid=(1,), **options, **constexprs)
-        compiled._init_handles()
-        sms, limits = device_limits(device.index)
-        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, options["num_warps"], limits)
-        _capacity_cache[key] = sms * per_sm
-    return _capacity_cache[key]
+    dtypes = tuple(str(arg.dtype) for arg in launch.args if isinstance(arg, torch.Tensor))
+    key = (launch.kernel.fn.__name__, device.index, dtypes, tuple(sorted(launch.constexprs.items())),
+           tuple(sorted(options.items())))
+    if key not in _resources:
+        compiled = launch.kernel.warmup(*launch.args, grid=(1,), **options, **launch.constexprs)
+        limit = device_limits(device.index).shared_per_block
+        if compiled.metadata.shared > limit:
+            raise DoesNotFit(launch, "shared memory (bytes)", compiled.metadata.shared, limit, _device_name(device))
+        try:
+            compiled._init_handles()
+        except OutOfResources as error:
+            raise DoesNotFit(launch, error.name, error.required, error.limit, _device_name(device)) from error
+        _resources[key] = compiled.n_regs, compiled.metadata.shared
+    return _resources[key]
 
 
 def new_sync_word(device: torch.device) -> torch.Tensor:
@@ -284,7 +268,8 @@ class Launch:
 def launch_persistent(launch: Launch) -> None:
     """Run ``launch`` over its grid.
 
-    A synchronised launch is refused before it starts if its grid cannot be co-resident, launched
+    A launch whose compiled kernel does not fit the device raises :class:`DoesNotFit` before it
+    starts. A synchronised launch is refused if its grid cannot be co-resident, launched
     cooperatively, and its error word is watched for a stall (``kernels/stalls.py``).
     """
     sync = launch.arg("p_sync")
@@ -295,8 +280,10 @@ def launch_persistent(launch: Launch) -> None:
         options = launch.config.compile_options()
         if launch.synchronised and not INTERPRET:
             options["launch_cooperative_grid"] = True
-            capacity = co_resident_capacity(launch.kernel, launch.args, launch.constexprs, options, sync.device)
-            if launch.programs > capacity:
+        if not INTERPRET:
+            regs, shared = compiled_resources(launch, options, sync.device)
+            capacity = device_limits(sync.device.index).co_resident(regs, shared, launch.config.num_warps)
+            if launch.synchronised and launch.programs > capacity:
                 raise RuntimeError(
                     f"{launch.describe()} cannot be co-resident on {_device_name(sync.device)} (at most {capacity} "
                     "programs fit); refusing to launch a kernel whose programs wait for one another and would hang"

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from tritongru import _compat, environment
-from tritongru.dispatch import Problem, choose_config, directions_per_launch, modelled_step_us, sm_count
+from tritongru.dispatch import Problem, choose_config, directions_per_launch, limits_of, modelled_step_us
 from tritongru.kernels.gru_forward import forward_launch
 from tritongru.kernels.launch import launch_persistent
 
@@ -127,7 +127,7 @@ def _model(variant: Variant, hidden: int, batch: int, dtype: torch.dtype, config
     model does not price, and for launches the plan table did not rank)."""
     if variant.without or variant.stall_check != "async" or variant.directions != 1:
         return float("nan")
-    modelled = modelled_step_us(Problem(hidden, batch, dtype, False), config, sm_count(device))
+    modelled = modelled_step_us(Problem(hidden, batch, dtype, False), config, limits_of(device))
     return float("nan") if modelled is None else modelled
 
 

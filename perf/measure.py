@@ -131,7 +131,7 @@ def tritongru_config(case: Case, device: torch.device) -> tuple[str, str, float]
         source = "interpreter"
     else:
         source = "tuned" if tuning.lookup(problem, device) == config else "heuristic"
-    modelled = dispatch.modelled_step_us(problem, config, dispatch.sm_count(device))
+    modelled = dispatch.modelled_step_us(problem, config, dispatch.limits_of(device))
     return config.label(), source, math.nan if modelled is None else modelled
 
 

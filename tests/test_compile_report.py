@@ -4,6 +4,7 @@ shared memory and a co-resident grid; the report's specialisation is the JIT's o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,14 +13,16 @@ import sys
 import pytest
 
 from tritongru import compile_report
-from tritongru.kernels.launch import PersistentConfig, programs_per_sm
+from tritongru.dispatch import H200
+from tritongru.hardware import known_gpu
+from tritongru.kernels.launch import PersistentConfig
 
 # The compiler and the JIT's binder need the real @triton.jit kernels: run without the interpreter.
 COMPILER_ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 
 
 def test_subset_is_clean():
-    result = subprocess.run([sys.executable, "-m", "tritongru", "compile-report", "--arch", "90", "--subset"],
+    result = subprocess.run([sys.executable, "-m", "tritongru", "compile-report", "--gpu", "h200", "--subset"],
                             env=COMPILER_ENV, capture_output=True, text=True, timeout=900)
     lines = [line.split() for line in result.stdout.splitlines() if line.startswith(("fwd", "bwd"))]
     subset = compile_report.SUBSET
@@ -30,6 +33,20 @@ def test_subset_is_clean():
     assert grids[64] == 1 and grids[1024] > 1
     assert all(line[-1] == "ok" for line in lines), result.stdout
     assert result.returncode == 0 and "0 with problems" in result.stdout
+
+
+# One GPU of every other architecture the kernels support, on a small grid: the one slice size
+# that stays resident on every GPU and one that streams where shared memory is 99 KiB.
+@pytest.mark.parametrize("gpu", ["a100", "a10", "l4", "b200", "rtx5090"])
+def test_every_architecture_compiles_plans_that_fit(gpu):
+    result = subprocess.run([sys.executable, "-m", "tritongru", "compile-report", "--gpu", gpu, "--hidden", "256", "1024",
+                             "--batch", "16", "--dtype", "bf16"], env=COMPILER_ENV, capture_output=True, text=True, timeout=900)
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith(("fwd", "bwd"))]
+    assert len(lines) == 6 and result.returncode == 0 and "0 with problems" in result.stdout, result.stdout + result.stderr
+    limits = known_gpu(gpu).limits
+    assert all(int(line[8]) <= limits.shared_per_block for line in lines)
+    resident = {(line[0], int(line[2])): line[11] == "True" for line in lines}
+    assert resident[("fwd-inf", 1024)] is (limits.shared_per_block > 150 * 1024)
 
 
 # For one case, the report's specialisation of a launch built on CPU tensors, the JIT binder's for
@@ -119,14 +136,24 @@ def test_ready_flag_wait_polls_inside_its_loop_and_never_arrives_at_a_barrier():
 
 
 def test_problems_are_reported():
-    row = compile_report.Row("fwd", "bf16", 2048, 16, None, 255, 64, 240_000, 0, 128, True, True)
+    row = compile_report.Row("fwd", "bf16", 2048, 16, None, 255, 64, 240_000, 0, 128, True, True, H200)
     assert len(row.problems) == 3
+    # The same kernel fits an A10's smaller shared memory only when it is small enough.
+    a10 = known_gpu("a10").limits
+    fits = compile_report.Row("fwd", "bf16", 512, 16, None, 128, 0, 99 * 1024, 1, 32, True, True, a10)
+    assert fits.problems == []
+    assert "shared memory 102400 B > 101376 B" in dataclasses.replace(fits, shared=100 * 1024).problems[0]
 
 
 def test_programs_per_sm():
-    assert programs_per_sm(n_regs=128, shared=100_000, num_warps=8) == 2
-    assert programs_per_sm(n_regs=255, shared=1024, num_warps=8) == 1
-    assert programs_per_sm(n_regs=64, shared=300_000, num_warps=4) == 0
+    assert H200.programs_per_sm(n_regs=128, shared=100_000, num_warps=8) == 2
+    assert H200.programs_per_sm(n_regs=255, shared=1024, num_warps=8) == 1
+    assert H200.programs_per_sm(n_regs=64, shared=300_000, num_warps=4) == 0
+    # sm_86 keeps 1536 threads and 16 blocks per SM: six 8-warp programs would need 1536 threads.
+    a10 = known_gpu("a10").limits
+    assert a10.programs_per_sm(n_regs=32, shared=1024, num_warps=8) == 6
+    assert a10.programs_per_sm(n_regs=32, shared=1024, num_warps=1) == 16
+    assert a10.co_resident(n_regs=255, shared=90_000, num_warps=4) == 72
 
 
 def test_unsplit_product_is_still_a_valid_configuration():

@@ -12,7 +12,7 @@ import torch
 
 import tritongru
 from tritongru import _compat, dispatch
-from tritongru.dispatch import H200_SMS, Problem, force_config, heuristic_config
+from tritongru.dispatch import H200, Problem, force_config, heuristic_config
 from tritongru.kernels import PersistentConfig, gru_backward, gru_forward, gru_fwd_persistent_kernel
 from tritongru.reference import gru_recurrence_reference, gru_reference
 
@@ -81,7 +81,7 @@ def test_long_sequence_barrier_path():
 
 
 def test_sliced_config_is_resident_with_a_barrier():
-    config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200_SMS)
+    config = heuristic_config(Problem(1024, 16, torch.bfloat16, True), H200)
     assert config.resident and config.grid_synchronised(1024)
 
 
@@ -129,7 +129,7 @@ def _reference(gx, w, b_hn, h0):
 
 
 def test_grid_that_cannot_be_co_resident_is_refused():
-    config = dataclasses.replace(heuristic_config(Problem(1024, 16, torch.bfloat16, False), H200_SMS))
+    config = dataclasses.replace(heuristic_config(Problem(1024, 16, torch.bfloat16, False), H200))
     too_many = dataclasses.replace(config, num_programs=config.num_h_tiles(1024) * 1000)
     gx, w, b_hn, h0 = _one_direction(4, 16, 1024, torch.bfloat16)
     with force_config(too_many), pytest.raises(RuntimeError, match="cannot be co-resident"):
@@ -171,7 +171,7 @@ def test_ready_flags_agree_with_the_barrier_bitwise_and_the_reference(dtype, H, 
     256 steps of 64 programs polling one another."""
     torch.manual_seed(3)
     T = 256
-    barrier = heuristic_config(Problem(H, B, dtype, save), H200_SMS, exchange="barrier")
+    barrier = heuristic_config(Problem(H, B, dtype, save), H200, exchange="barrier")
     flags = dataclasses.replace(barrier, exchange="flags")
     assert flags.uses_ready_flags(H) and flags.grid_synchronised(H)
     gx, w, b_hn, h0 = _one_direction(T, B, H, dtype)

@@ -12,6 +12,7 @@ import torch
 
 from tritongru.kernels import launch, stalls
 from tritongru.kernels.launch import Launch, PersistentConfig
+from tritongru.kernels.limits import arch_limits
 
 
 class FakeKernel:
@@ -35,9 +36,10 @@ class FakeKernel:
 
 @pytest.fixture
 def compiled_mode(monkeypatch):
-    """launch as it behaves on a GPU, with a fixed co-residency capacity of 8 programs."""
+    """launch as it behaves on a GPU whose SM holds one program of every kernel, with 8 SMs."""
     monkeypatch.setattr(launch, "INTERPRET", False)
-    monkeypatch.setattr(launch, "co_resident_capacity", lambda *args: 8)
+    monkeypatch.setattr(launch, "compiled_resources", lambda *args: (128, 150_000))
+    monkeypatch.setattr(launch, "device_limits", lambda index: arch_limits(90, 8))
 
 
 CONFIG = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=8)
@@ -53,6 +55,24 @@ def test_grid_beyond_capacity_is_refused_before_launch(compiled_mode):
     too_many = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=9)
     with pytest.raises(RuntimeError, match=r"T=5, B=3, H=40, a grid of 9 programs\) cannot be co-resident on cpu \(at most 8"):
         launch.launch_persistent(_launch(kernel, too_many))
+    assert kernel.launches == []
+
+
+class OversizedKernel(FakeKernel):
+    """A kernel whose compiled form needs more shared memory than an sm_86 block may take."""
+
+    def warmup(self, *args, grid, **options):
+        return types.SimpleNamespace(metadata=types.SimpleNamespace(shared=120_000), n_regs=64)
+
+
+@pytest.mark.parametrize("synchronised", [True, False], ids=["synchronised", "independent"])
+def test_kernel_larger_than_the_device_does_not_fit_before_it_launches(monkeypatch, synchronised):
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(launch, "device_limits", lambda index: arch_limits(86, 72))
+    kernel = OversizedKernel(stall=False)
+    with pytest.raises(launch.DoesNotFit, match=r"b16/h16/k64/p8/w4.* needs 120000 of shared memory \(bytes\) per program; cpu allows 101376") as error:
+        launch.launch_persistent(_launch(kernel, synchronised=synchronised))
+    assert (error.value.required, error.value.limit) == (120_000, 101_376)
     assert kernel.launches == []
 
 

@@ -19,7 +19,7 @@ from tritongru.kernels.launch import PersistentConfig
 
 H200 = tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.6.0")
 CUDA = torch.device("cuda", 0)
-SMS = 132
+LIMITS = dispatch.H200
 TUNED = PersistentConfig(block_b=32, block_h=32, block_k=64, num_programs=16, num_warps=8, num_stages=1, resident=True)
 OTHER = PersistentConfig(block_b=16, block_h=64, block_k=64, num_programs=8, num_warps=4, num_stages=2, resident=True)
 
@@ -41,9 +41,9 @@ def tables(tmp_path, monkeypatch):
 
 @pytest.fixture
 def on_gpu_path(monkeypatch):
-    """choose_config as it runs on a GPU: past the interpreter branch, with the H200's SM count."""
+    """choose_config as it runs on a GPU: past the interpreter branch, with the H200's limits."""
     monkeypatch.setattr(dispatch, "INTERPRET", False)
-    monkeypatch.setattr(dispatch, "sm_count", lambda device: SMS)
+    monkeypatch.setattr(dispatch, "limits_of", lambda device: LIMITS)
 
 
 def result(problem: Problem, config: PersistentConfig, identity=H200) -> tuning.TuningResult:
@@ -55,14 +55,14 @@ def result(problem: Problem, config: PersistentConfig, identity=H200) -> tuning.
 
 def test_prune_keeps_only_valid_fitting_coresident_configs():
     problem = Problem(1024, 64, torch.float32, False)
-    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, LIMITS), LIMITS)
     assert kept and pruned
     for config in kept:
         config.validate(problem.hidden, problem.batch)
         if config.resident:
-            assert config.weight_bytes(problem.hidden, problem.dtype) <= dispatch.WEIGHT_BUDGET_BYTES
+            assert config.weight_bytes(problem.hidden, problem.dtype) <= dispatch.weight_budget(LIMITS)
         if config.grid_synchronised(problem.hidden):
-            assert config.num_programs <= tuning.static_capacity(config, problem, SMS)
+            assert config.num_programs <= tuning.static_capacity(config, problem, LIMITS)
     reasons = " ".join(reason for _, reason in pruned)
     assert "exceeds the shared-memory budget" in reasons  # e.g. all of W_hh (12 MiB fp32) in one program
 
@@ -72,42 +72,42 @@ def test_prune_reasons_name_the_values():
     invalid = PersistentConfig(block_b=24, block_h=64, block_k=64, num_programs=4)
     too_big = PersistentConfig(block_b=16, block_h=1024, block_k=64, num_programs=1)
     problem_big = Problem(1024, 16, torch.float32, False)
-    crowded = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=SMS * 40, resident=False)
-    _, pruned = tuning.prune(problem, [invalid, crowded], SMS)
-    _, pruned_big = tuning.prune(problem_big, [too_big], SMS)
+    crowded = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=LIMITS.sms * 40, resident=False)
+    _, pruned = tuning.prune(problem, [invalid, crowded], LIMITS)
+    _, pruned_big = tuning.prune(problem_big, [too_big], LIMITS)
     reasons = dict(pruned + pruned_big)
     assert "block_b must be a power of two >= 16" in reasons[invalid] and "got 24" in reasons[invalid]
     assert "25165824 bytes" in reasons[too_big]
-    assert f"{SMS * 40} programs cannot be co-resident" in reasons[crowded]
+    assert f"{LIMITS.sms * 40} programs cannot be co-resident" in reasons[crowded]
 
 
 def test_prune_uses_the_given_capacity_for_barrier_grids_only():
     problem = Problem(128, 16, torch.bfloat16, False)
     sliced = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=8)  # 8 slices: a barrier grid
     whole = PersistentConfig(block_b=16, block_h=128, block_k=64, num_programs=1)  # one program: no barrier
-    kept, pruned = tuning.prune(problem, [sliced, whole], SMS, capacity=lambda config: 4)
+    kept, pruned = tuning.prune(problem, [sliced, whole], LIMITS, capacity=lambda config: 4)
     assert kept == [whole]
     assert pruned == [(sliced, "synchronised grid of 8 programs cannot be co-resident (at most 4)")]
 
 
 def test_heuristic_config_is_timed_first_then_its_other_exchange():
     problem = Problem(1024, 16, torch.bfloat16, True)
-    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
-    baseline = dispatch.heuristic_config(problem, SMS)
+    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, LIMITS), LIMITS)
+    baseline = dispatch.heuristic_config(problem, LIMITS)
     twin = dataclasses.replace(baseline, exchange="flags" if baseline.exchange == "barrier" else "barrier")
     assert dataclasses.replace(twin, max_registers=None) in kept, "the tuner searches both exchanges"
-    assert tuning.rank(problem, list(dict.fromkeys([*kept, baseline, twin])), SMS)[:2] == [baseline, twin]
+    assert tuning.rank(problem, list(dict.fromkeys([*kept, baseline, twin])), LIMITS)[:2] == [baseline, twin]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 def test_ready_flags_are_candidates_where_the_dtype_allows(dtype):
     problem = Problem(512, 16, dtype, False)  # resident slices in every dtype
-    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+    kept, pruned = tuning.prune(problem, tuning.candidate_configs(problem, LIMITS), LIMITS)
     flags = [config for config in kept if config.exchange == "flags"]
     assert bool(flags) == (dtype != torch.float64)
     assert all(config.resident and config.num_h_tiles(problem.hidden) > 1 for config in flags)
     fp64_flags = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=64, exchange="flags")
-    _, rejected = tuning.prune(Problem(1024, 16, torch.float64, False), [fp64_flags], SMS)
+    _, rejected = tuning.prune(Problem(1024, 16, torch.float64, False), [fp64_flags], LIMITS)
     assert "16- and 32-bit states" in rejected[0][1] and "torch.float64" in rejected[0][1]
 
 
@@ -203,7 +203,7 @@ def test_damaged_file_is_ignored_with_a_warning(tables, on_gpu_path):
     problem = Problem(256, 16, torch.bfloat16, False)
     with pytest.warns(RuntimeWarning, match=f"ignoring tuning table {tables.user}"):
         assert tuning.lookup(problem, CUDA) is None
-    assert dispatch.choose_config(problem, CUDA) == dispatch.heuristic_config(problem, SMS)
+    assert dispatch.choose_config(problem, CUDA) == dispatch.heuristic_config(problem, LIMITS)
 
 
 def test_foreign_json_is_ignored_and_never_overwritten(tables):
@@ -275,7 +275,7 @@ def test_choose_config_prefers_forced_then_tuned_then_heuristic(tables, on_gpu_p
     untuned = Problem(512, 16, torch.bfloat16, False)
     tuning.save_results([result(tuned_problem, TUNED)])
     assert dispatch.choose_config(tuned_problem, CUDA) == TUNED
-    assert dispatch.choose_config(untuned, CUDA) == dispatch.heuristic_config(untuned, SMS)
+    assert dispatch.choose_config(untuned, CUDA) == dispatch.heuristic_config(untuned, LIMITS)
     with dispatch.force_config(OTHER):
         assert dispatch.choose_config(tuned_problem, CUDA) == OTHER
 
@@ -293,9 +293,9 @@ def test_interpreter_ignores_tables(tables, monkeypatch):
 def test_tune_problem_times_ranked_candidates_and_drops_wrong_ones(tables, monkeypatch):
     """The GPU steps stand in: the interpreter runs the kernels, a fake do_bench hands out times."""
     problem = Problem(16, 2, torch.float32, True)
-    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
-    baseline = dispatch.heuristic_config(problem, SMS)
-    order = tuning.rank(problem, [baseline, *kept], SMS)
+    kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, LIMITS), LIMITS)
+    baseline = dispatch.heuristic_config(problem, LIMITS)
+    order = tuning.rank(problem, [baseline, *kept], LIMITS)
     wrong, fast = order[1], order[2]
     times = {order[0]: 5.0, fast: 3.0, order[3]: 4.0}
     timed = []
@@ -309,7 +309,7 @@ def test_tune_problem_times_ranked_candidates_and_drops_wrong_ones(tables, monke
     real_runner = tuning._runner
     monkeypatch.setattr(tuning, "_runner", runner)
     monkeypatch.setattr(tuning, "require_gpu", lambda device=None: torch.device("cpu"))
-    monkeypatch.setattr(tuning, "device_limits", lambda index: (SMS, tuning.SM90_LIMITS))
+    monkeypatch.setattr(tuning, "device_limits", lambda index: LIMITS)
     monkeypatch.setattr(tuning.triton.testing, "do_bench", lambda fn, return_mode: times[timed[-1]])
     found = tuning.tune_problem(problem, seq_len=2, max_configs=4)
     assert found.config == fast and found.median_ms == 3.0 and found.heuristic_ms == 5.0
@@ -384,14 +384,14 @@ def test_heuristic_takes_the_cheapest_modelled_tiles_of_its_shape(monkeypatch):
     monkeypatch.setattr(dispatch, "plan_table", lambda arch=90: _plan({key: {dear: 2.0, cheap: 1.5}}))
     dispatch.heuristic_config.cache_clear()
     try:
-        config = dispatch.heuristic_config(Problem(1000, 1, torch.float16, False), SMS)  # bucket 1024, 2-byte, B=1
+        config = dispatch.heuristic_config(Problem(1000, 1, torch.float16, False), LIMITS)  # bucket 1024, 2-byte, B=1
         assert (config.num_warps, config.block_k, config.split_k, config.exchange) == (4, 1024, 4, "flags")
         # A larger batch class without an entry takes the nearest smaller class's tiles ...
-        larger = dispatch.heuristic_config(Problem(1000, 16, torch.float16, False), SMS)
+        larger = dispatch.heuristic_config(Problem(1000, 16, torch.float16, False), LIMITS)
         assert (larger.num_warps, larger.block_k, larger.split_k) == (4, 1024, 4)
         # ... while another element size, or the backward, has none: the default tiles.
-        assert dispatch.heuristic_config(Problem(1000, 1, torch.float32, False), SMS).num_warps == 8
-        assert dispatch.heuristic_config(Problem(1000, 1, torch.float16, True), SMS, backward=True).num_warps == 8
+        assert dispatch.heuristic_config(Problem(1000, 1, torch.float32, False), LIMITS).num_warps == 8
+        assert dispatch.heuristic_config(Problem(1000, 1, torch.float16, True), LIMITS, backward=True).num_warps == 8
     finally:
         dispatch.heuristic_config.cache_clear()
 
@@ -401,9 +401,9 @@ def test_fp64_never_takes_ready_flags(monkeypatch):
     monkeypatch.setattr(dispatch, "planned_tiles", lambda *args: flags)
     dispatch.heuristic_config.cache_clear()
     try:
-        assert dispatch.heuristic_config(Problem(512, 16, torch.float64, False), SMS).exchange == "barrier"
-        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, True), SMS, backward=True).exchange == "flags"
-        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), SMS).exchange == "flags"
+        assert dispatch.heuristic_config(Problem(512, 16, torch.float64, False), LIMITS).exchange == "barrier"
+        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, True), LIMITS, backward=True).exchange == "flags"
+        assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), LIMITS).exchange == "flags"
     finally:
         dispatch.heuristic_config.cache_clear()
 
@@ -420,13 +420,13 @@ def test_tuner_times_candidates_in_the_models_order(monkeypatch):
     }))
     dispatch.heuristic_config.cache_clear()
     try:
-        built = {name: dispatch.heuristic_config(problem, SMS, tiles=t) for name, t in (("dear", dear), ("cheap", cheap))}
-        kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, SMS), SMS)
+        built = {name: dispatch.heuristic_config(problem, LIMITS, tiles=t) for name, t in (("dear", dear), ("cheap", cheap))}
+        kept, _ = tuning.prune(problem, tuning.candidate_configs(problem, LIMITS), LIMITS)
         assert built["dear"] in kept and built["cheap"] in kept
-        assert dispatch.modelled_step_us(problem, built["cheap"], SMS) == pytest.approx(2.5)
-        assert dispatch.modelled_step_us(problem, dataclasses.replace(built["cheap"], block_h=32), SMS) is None
-        order = tuning.rank(problem, kept, SMS)
-        unmodelled = [i for i, c in enumerate(order) if dispatch.modelled_step_us(problem, c, SMS) is None]
+        assert dispatch.modelled_step_us(problem, built["cheap"], LIMITS) == pytest.approx(2.5)
+        assert dispatch.modelled_step_us(problem, dataclasses.replace(built["cheap"], block_h=32), LIMITS) is None
+        order = tuning.rank(problem, kept, LIMITS)
+        unmodelled = [i for i, c in enumerate(order) if dispatch.modelled_step_us(problem, c, LIMITS) is None]
     finally:
         dispatch.heuristic_config.cache_clear()
     assert order[0] == built["cheap"], "the heuristic itself takes the cheapest modelled tiles"
@@ -435,5 +435,5 @@ def test_tuner_times_candidates_in_the_models_order(monkeypatch):
 
 def test_tuner_searches_every_split_of_its_warps():
     problem = Problem(1024, 16, torch.bfloat16, False)
-    splits = {(c.num_warps, c.split_k, c.split_n) for c in tuning.candidate_configs(problem, SMS) if c.block_h == 16 and c.block_k == 1024}
+    splits = {(c.num_warps, c.split_k, c.split_n) for c in tuning.candidate_configs(problem, LIMITS) if c.block_h == 16 and c.block_k == 1024}
     assert splits == {(4, 4, 1), (4, 2, 2), (8, 8, 1), (8, 4, 2)}

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     commands.add_parser("compile-report", add_help=False,
-                        help="compile the kernels for a GPU target without one and report resources (e.g. --arch 90); "
+                        help="compile the planned kernels for a GPU without one and check they fit it (e.g. --gpu a100, --arch 89); "
                              "its own options: compile-report --help")
     commands.add_parser("cost-report", add_help=False,
                         help="model what a step and a call cost from the compiled kernels (model figures, no GPU); "

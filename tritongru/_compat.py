@@ -6,15 +6,9 @@ later versions removed; this module holds the host-side differences.
 
 from __future__ import annotations
 
-import os
-
 import torch
-import triton
 
-TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
-
-# @triton.jit reads TRITON_INTERPRET when a kernel is decorated: it must be set before import.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .kernels._compat import INTERPRET
 
 
 def fp32_dot_precision() -> str:

@@ -1,36 +1,42 @@
-"""Compile every kernel variant the dispatcher can choose for sm_90 (H100/H200), without a GPU,
-exactly as the JIT compiles it at launch.
+"""Compile every kernel variant the dispatcher plans for a GPU, without the GPU, exactly as the
+JIT compiles it at launch.
 
 For a grid of shapes, the launches the dispatcher plans (the inference forward, the training
 forward and the backward) are built by the kernels' own launchers on meta tensors of the planned
 shape (T = 1024, lengths given, the forward direction), specialised the way Triton's JIT
 specialises them at run time (:func:`specialization`: integer arguments equal to 1 become
 constants, integers divisible by 16 and 16-byte-aligned pointers carry ``tt.divisibility = 16``)
-and compiled ahead of time for the sm_90 target. ``cuobjdump`` (shipped in Triton's wheel) reads
-registers, stack (spills) and shared memory from the cubin. The report fails (exit 1) on a spill in
-a variant whose weights are meant to stay on chip, on shared memory over the per-block limit, or
-on a synchronised grid that cannot be co-resident on the H200's 132 SMs.
+and compiled ahead of time for the GPU's architecture. The plan is the one the dispatcher makes on
+that GPU: its SM count and shared memory (``tritongru/hardware.py``'s table of known GPUs) decide
+the work split, its architecture's plan table the tiles. ``cuobjdump`` (shipped in Triton's wheel)
+reads registers, stack (spills) and shared memory from the cubin. The report fails (exit 1) on a
+spill in a variant whose weights are meant to stay on chip, on shared memory over the GPU's
+per-block limit, or on a synchronised grid that cannot be co-resident on its SMs.
 
-    python -m tritongru compile-report --arch 90
+    python -m tritongru compile-report --gpu h200      # or --arch 89: every known GPU of sm_89
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 import triton
 
-from .dispatch import H200_SMS, Problem, heuristic_config
+from .dispatch import Problem, heuristic_config, smaller_plans
+from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
 from .kernels.gru_backward import backward_launch
 from .kernels.gru_forward import forward_launch
-from .kernels.launch import EXCHANGES, SM90_LIMITS, Launch, PersistentConfig, programs_per_sm
+from .kernels.launch import EXCHANGES, Launch, PersistentConfig
+from .kernels.limits import DeviceLimits
 
 HIDDEN = (64, 128, 256, 512, 768, 1024, 1536, 2048)
 BATCH = (1, 16, 64, 256)
@@ -190,55 +196,84 @@ class Row:
     grid: int
     resident: bool
     barrier: bool
+    limits: DeviceLimits
+    refused: tuple[str, ...] = ()  # plans whose compiled kernel did not fit, before this one
 
     @property
     def problems(self) -> list[str]:
         found = []
         if self.resident and self.spill_bytes:
             found.append(f"spills {self.spill_bytes} B with resident weights")
-        if self.shared > SM90_LIMITS["shared_per_block"]:
-            found.append(f"shared memory {self.shared} B > {SM90_LIMITS['shared_per_block']} B")
-        if self.barrier and self.grid > H200_SMS * self.per_sm:
-            found.append(f"synchronised grid {self.grid} > {H200_SMS} SMs x {self.per_sm} per SM")
+        if self.shared > self.limits.shared_per_block:
+            found.append(f"shared memory {self.shared} B > {self.limits.shared_per_block} B")
+        if self.barrier and self.grid > self.limits.sms * self.per_sm:
+            found.append(f"synchronised grid {self.grid} > {self.limits.sms} SMs x {self.per_sm} per SM")
         return found
 
 
-def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, exchange: str | None = None) -> PersistentConfig:
-    """The dispatcher's configuration for ``kind`` at this shape on an H200; ``exchange`` forces how
-    resident slices hand on a step's state (default: as planned)."""
+def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200",
+                   exchange: str | None = None) -> PersistentConfig:
+    """The dispatcher's configuration for ``kind`` at this shape on the known GPU ``gpu_name``;
+    ``exchange`` forces how resident slices hand on a step's state (default: as planned)."""
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
-    return heuristic_config(problem, H200_SMS, kind == "bwd", exchange)
+    return heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", exchange)
 
 
-def variants(hidden: int, batch: int, dtype: torch.dtype, exchange: str | None = None):
-    """``(kind, launch)`` for each launch the dispatcher plans for a shape."""
+def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200",
+                  exchange: str | None = None) -> tuple[Launch, tuple[str, ...]]:
+    """The launch of ``kind`` that runs at this shape on ``gpu_name``: the planned one or, where its
+    compiled kernel does not fit the GPU's shared memory, the first smaller plan that does (what
+    :func:`tritongru.dispatch.run_planned` chooses at run time); with the plans refused on the way.
+    Where nothing fits, the last plan tried (its row reports the shared memory it lacks)."""
+    limits = known_gpu(gpu_name).limits
+    planned = planned_config(kind, hidden, batch, dtype, gpu_name, exchange)
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
+    refused = []
+    for config in (planned, *smaller_plans(problem, limits, kind == "bwd", planned)):
+        launch = planned_launch(kind, config, hidden, batch, dtype)
+        shared = compile_launch(launch, limits.arch).shared
+        if shared <= limits.shared_per_block:
+            break
+        refused.append(f"{config.label()} needs {shared} B")
+    return launch, tuple(refused)
+
+
+def variants(hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200", exchange: str | None = None):
+    """``(kind, launch, refused)`` for each launch the dispatcher runs for a shape on ``gpu_name``
+    (:func:`fitted_launch`)."""
     for kind in KINDS:
-        yield kind, planned_launch(kind, planned_config(kind, hidden, batch, dtype, exchange), hidden, batch, dtype)
+        yield kind, *fitted_launch(kind, hidden, batch, dtype, gpu_name, exchange)
 
 
 def kind_name(kind: str, launch: Launch) -> str:
     return kind + ("+flags" if launch.constexprs.get("FLAGS") else "")
 
 
-def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: str | None = None, out=sys.stdout) -> list[Row]:
-    """Compile every planned variant over the shape grid and print one table row per variant."""
+def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", exchange: str | None = None,
+           out=sys.stdout) -> list[Row]:
+    """Compile every variant planned for ``gpu_name`` over the shape grid, one table row each."""
+    known = known_gpu(gpu_name)
+    limits = known.limits
+    print(f"# {known.name}: {limits.describe()} ({known.limits_source()})", file=out)
     rows = []
     header = f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
     print(header, file=out)
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
-                for kind, launch in variants(H, B, dtype, exchange):
+                for kind, launch, refused in variants(H, B, dtype, gpu_name, exchange):
                     config = launch.config
-                    compiled = compile_launch(launch, arch)
-                    per_sm = programs_per_sm(compiled.regs, compiled.shared, config.num_warps)
+                    compiled = compile_launch(launch, limits.arch)
+                    per_sm = limits.programs_per_sm(compiled.regs, compiled.shared, config.num_warps)
                     row = Row(
                         kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs, compiled.spill_bytes,
-                        compiled.shared, per_sm, launch.programs, config.resident, launch.synchronised,
+                        compiled.shared, per_sm, launch.programs, config.resident, launch.synchronised, limits, refused,
                     )
                     rows.append(row)
                     tiles = f"{config.block_b}/{config.block_h}/{config.block_k}"
                     status = "; ".join(row.problems) or "ok"
+                    if refused:
+                        status += f" (re-planned: {'; '.join(refused)} of {limits.shared_per_block} B)"
                     print(
                         f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {row.regs:>4} "
                         f"{row.spill_bytes:>5} {row.shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",
@@ -249,7 +284,6 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, arch: int = 90, exchange: 
 
 def shape_options(parser: argparse.ArgumentParser) -> None:
     """The shape options the compile report and the cost report share."""
-    parser.add_argument("--arch", type=int, default=90, help="compute capability to compile for (default 90: H100/H200)")
     parser.add_argument("--subset", action="store_true", help="a representative subset (what the test suite runs)")
     parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {' '.join(map(str, HIDDEN))})")
     parser.add_argument("--batch", type=int, nargs="+", help=f"batch sizes (default {' '.join(map(str, BATCH))})")
@@ -258,9 +292,7 @@ def shape_options(parser: argparse.ArgumentParser) -> None:
                         help="force how resident slices hand on a step's state (default: as the planner chose)")
 
 
-def shapes_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    if args.arch != 90:
-        parser.error(f"only --arch 90 is checked (the limits are sm_90's), got {args.arch}")
+def shapes_from(args: argparse.Namespace) -> dict:
     shapes = dict(SUBSET) if args.subset else {}
     if args.hidden:
         shapes["hidden"] = tuple(args.hidden)
@@ -273,12 +305,57 @@ def shapes_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tritongru compile-report", description=__doc__.split("\n\n")[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--gpu", choices=list(KNOWN_GPUS), nargs="+", help="the GPUs to plan and check for (default h200)")
+    which.add_argument("--arch", type=int, help="every known GPU of this compute capability (e.g. 90, 89, 80)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="also write each GPU's report to DIR/compile-<gpu>/report.txt (e.g. perf/results)")
     shape_options(parser)
     args = parser.parse_args(argv)
-    rows = report(arch=args.arch, exchange=args.exchange, **shapes_from(args, parser))
-    failed = [row for row in rows if row.problems]
-    print(f"\n{len(rows)} planned launches, {len(failed)} with problems", flush=True)
+    try:
+        gpus = gpus_of_arch(args.arch) if args.arch is not None else (args.gpu or ["h200"])
+    except ValueError as error:
+        parser.error(str(error))
+    failed = 0
+    for gpu_name in gpus:
+        text = io.StringIO()
+        rows = report(gpu_name=gpu_name, exchange=args.exchange, out=_Tee(text), **shapes_from(args))
+        problems = [row for row in rows if row.problems]
+        summary = f"{len(rows)} planned launches, {len(problems)} with problems"
+        print(f"\n{summary}\n", flush=True)
+        failed += bool(problems)
+        if args.out:
+            path = args.out / f"compile-{gpu_name}" / "report.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_provenance(gpu_name, argv) + text.getvalue() + f"\n{summary}\n", encoding="utf-8")
+            print(f"wrote {path}\n")
     return 1 if failed else 0
+
+
+class _Tee(io.TextIOBase):
+    """Prints what it is written while keeping a copy."""
+
+    def __init__(self, copy: io.StringIO):
+        self.copy = copy
+
+    def write(self, text: str) -> int:
+        sys.stdout.write(text)
+        return self.copy.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _provenance(gpu_name: str, argv: list[str] | None) -> str:
+    import datetime
+
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    command = " ".join(["python -m tritongru compile-report", *(sys.argv[1:] if argv is None else argv)])
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return (f"# {known_gpu(gpu_name).name} compile report (compiled ahead of time on a CPU-only machine; no GPU involved)\n"
+            f"# command: {command}   (fp32 compiled as 3xTF32, the default precision)\n"
+            f"# commit: {commit}  date: {date}  triton: {triton.__version__}  torch: {torch.__version__}\n")
 
 
 if __name__ == "__main__":

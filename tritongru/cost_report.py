@@ -26,8 +26,10 @@ from . import compile_report
 from .compiled_step import count_step, dot_layouts, parse_sass
 from .cost_model import CallShape, call_cost, critical_round_trips, step_cost
 from .dispatch import KINDS, Tiles
-from .hardware import GPUS, gpu as gpu_named
-from .kernels.launch import SM90_LIMITS, Launch, programs_per_sm
+from .hardware import GPUS, known_gpu
+from .hardware import gpu as gpu_named
+from .kernels.launch import Launch
+from .kernels.limits import DeviceLimits
 
 
 def exchange_of(launch: Launch) -> str:
@@ -72,9 +74,10 @@ class CostRow:
     bound: str
 
 
-def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRow:
-    """Compile ``launch`` and model one step of it on ``gpu_name``."""
-    compiled = compile_report.compile_launch(launch, arch)
+def cost_row(kind: str, launch: Launch, gpu_name: str) -> CostRow:
+    """Compile ``launch`` for ``gpu_name``'s architecture and model one step of it there."""
+    gpu = gpu_named(gpu_name)
+    compiled = compile_report.compile_launch(launch, gpu.arch)
     # Streamed weights come in a loop over NUM_K chunks inside each step.
     counts = count_step(parse_sass(compiled.sass), product_trips=1 if launch.config.resident else launch.constexprs["NUM_K"])
     warps = compiled.num_warps
@@ -82,7 +85,6 @@ def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRo
     config = launch.config
     B, H = launch.arg("B"), launch.arg("H")
     tiles = max(1, -(-config.num_h_tiles(H) * config.num_b_tiles(B) // config.num_programs))
-    gpu = gpu_named(gpu_name)
     cost = step_cost(counts, warps, exchange, gpu, tiles, launch.programs)
     layouts = dot_layouts(compiled.ttgir)
     return CostRow(
@@ -91,7 +93,7 @@ def cost_row(kind: str, launch: Launch, gpu_name: str, arch: int = 90) -> CostRo
         counts.shared_read_bytes * warps / 1024, counts.shared_written_bytes * warps / 1024,
         ";".join(f"{op}:{moved * warps / 1024:g}" for op, moved in sorted((counts.shared_read + counts.shared_written).items())),
         counts.mma_instructions * -(-warps // 4), counts.mma_chain, max((d.replication for d in layouts), default=1),
-        not launch.synchronised or launch.programs <= gpu.sms.value * programs_per_sm(compiled.regs, compiled.shared, warps),
+        not launch.synchronised or launch.programs <= known_gpu(gpu_name).limits.co_resident(compiled.regs, compiled.shared, warps),
         counts.cta_barriers, counts.global_load_bytes * warps / 1024, counts.global_store_bytes * warps / 1024,
         critical_round_trips(exchange), tiles, cost.shared, cost.issue, cost.tensor, cost.l2, cost.cta_barriers, cost.exchange,
         cost.step, cost.bound,
@@ -144,23 +146,24 @@ def call_rows(rows: list[CostRow], gpu_name: str, seq_len: int = 1024) -> list[C
     return calls
 
 
-def kernelbench_rows(gpu_name: str, arch: int = 90) -> list[CallRow]:
+def kernelbench_rows(gpu_name: str) -> list[CallRow]:
     """The KernelBench GRU tasks' forward calls (what KernelBench times), uni- and bidirectional."""
     rows = []
     for directions, tasks in ((1, "39/40"), (2, "41/42")):
         shape = dataclasses.replace(KERNELBENCH, directions=directions)
-        step = _planned_step("fwd-inf", shape.hidden, shape.batch, torch.float32, gpu_name, arch, directions)
+        step = _planned_step("fwd-inf", shape.hidden, shape.batch, torch.float32, gpu_name, directions)
         cost = call_cost(shape, step, gpu_named(gpu_name))
         rows.append(_call_row(f"KernelBench L3 {tasks}", "fp32", "inference", shape, step, cost, KERNELBENCH_BASELINE))
     return rows
 
 
-def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, arch: int, directions: int) -> float:
-    from .dispatch import H200_SMS, Problem, heuristic_config
+def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, directions: int) -> float:
+    from .dispatch import Problem, heuristic_config
 
-    config = heuristic_config(Problem(hidden, batch, dtype, kind != "fwd-inf", directions), H200_SMS, kind == "bwd")
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
+    config = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd")
     launch = compile_report.planned_launch(kind, config, hidden, batch, dtype, directions)
-    return cost_row(kind, launch, gpu_name, arch).step_us
+    return cost_row(kind, launch, gpu_name).step_us
 
 
 def _call_row(name, dtype, mode, shape, step_us, cost, baseline="") -> CallRow:
@@ -172,7 +175,7 @@ def _call_row(name, dtype, mode, shape, step_us, cost, baseline="") -> CallRow:
 # The report
 
 
-def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str | None = None, out=sys.stdout) -> list[CostRow]:
+def report(hidden, batch, dtypes, gpu_name: str, exchange: str | None = None, out=sys.stdout) -> list[CostRow]:
     """Model every planned launch over the shape grid, one printed row each (model figures)."""
     print(f"MODEL figures for {GPUS[gpu_name].name} (tritongru/hardware.py), not measurements: one step of each planned "
           "launch, per SM", file=out)
@@ -183,8 +186,8 @@ def report(hidden, batch, dtypes, gpu_name: str, arch: int = 90, exchange: str |
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
-                for kind, launch in compile_report.variants(H, B, dtype, exchange):
-                    row = cost_row(compile_report.kind_name(kind, launch), launch, gpu_name, arch)
+                for kind, launch, _ in compile_report.variants(H, B, dtype, gpu_name, exchange):
+                    row = cost_row(compile_report.kind_name(kind, launch), launch, gpu_name)
                     rows.append(row)
                     print(f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {row.shared_read_kib:>5.0f}K "
                           f"{row.shared_written_kib:>5.0f}K {row.mma_per_subpartition:>6} {row.mma_chain:>5} "
@@ -298,19 +301,19 @@ def main(argv: list[str] | None = None) -> int:
                              "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
     args = parser.parse_args(argv)
-    shapes = compile_report.shapes_from(args, parser)
+    shapes = compile_report.shapes_from(args)
     if args.search:
         search(gpu_name=args.gpu, plan=args.search, kinds=args.kind, **{
             "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": (torch.bfloat16, torch.float32),
             **shapes,
         })
         return 0
-    rows = report(gpu_name=args.gpu, arch=args.arch, exchange=args.exchange, **{
+    rows = report(gpu_name=args.gpu, exchange=args.exchange, **{
         "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": compile_report.DTYPES, **shapes,
     })
     calls = call_rows(rows, args.gpu)
     if args.kernelbench:
-        calls += kernelbench_rows(args.gpu, args.arch)
+        calls += kernelbench_rows(args.gpu)
     print_calls(calls)
     print("\nThe model's targets:")
     for target, verdict, detail in model_targets(rows):
@@ -341,9 +344,9 @@ def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype, shor
     dearer with every split, ``perf/NOTES.md``) and, where that chunk does not divide the
     reduction, the longest that does (a padded chunk multiplies zeros: H=768 in one 1024-deep
     chunk costs what H=1024 costs). The caller adds ready flags and wider batch tiles."""
-    from .dispatch import default_tiles
+    from .dispatch import longest_chunk
 
-    longest = max(16, default_tiles(hidden, dtype.itemsize, kind).block_k >> shorter)
+    longest = max(16, longest_chunk(hidden, dtype.itemsize, kind) >> shorter)
     reduction = 3 * hidden if kind == "bwd" else hidden
     dividing = min(longest, reduction & -reduction)  # the largest power of two dividing it
     chunks = sorted({longest, dividing} if dividing >= 16 else {longest}, reverse=True)
@@ -351,18 +354,19 @@ def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype, shor
             for block_k in chunks if split_n <= warps]
 
 
-def _fits(row: CostRow) -> bool:
-    return row.spill_bytes == 0 and row.shared_bytes <= SM90_LIMITS["shared_per_block"] and row.replication == 1 and row.co_resident
+def _fits(row: CostRow, limits: DeviceLimits) -> bool:
+    return row.spill_bytes == 0 and row.shared_bytes <= limits.shared_per_block and row.replication == 1 and row.co_resident
 
 
 def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str) -> tuple[Tiles, CostRow] | None:
     """The planned launch with ``tiles`` (with a 255-register cap when it spills without one) and
     its modelled row; ``None`` where the planned work split does not take these tiles as they
     are, or the launch does not fit (spills, shared memory, repeated warps, co-residency)."""
-    from .dispatch import H200_SMS, Problem, heuristic_config
+    from .dispatch import Problem, heuristic_config
 
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
-    config = heuristic_config(problem, H200_SMS, kind == "bwd", tiles=tiles)
+    limits = known_gpu(gpu_name).limits
+    config = heuristic_config(problem, limits, kind == "bwd", tiles=tiles)
     taken = (config.split_k, config.split_n, config.block_k, config.block_b) == (tiles.split_k, tiles.split_n, tiles.block_k, tiles.block_b)
     exchanges = config.resident and config.grid_synchronised(hidden)
     if not taken or (tiles.exchange == "flags" and not exchanges):
@@ -371,7 +375,7 @@ def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dty
     row = cost_row(compile_report.kind_name(kind, launch), launch, gpu_name)
     if row.spill_bytes and tiles.max_registers is None:
         return _modelled(kind, dataclasses.replace(tiles, max_registers=255), hidden, batch, dtype, gpu_name)
-    return (tiles, row) if _fits(row) else None
+    return (tiles, row) if _fits(row, limits) else None
 
 
 def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, log=print) -> list[tuple[Tiles, CostRow]]:
@@ -389,7 +393,7 @@ def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_nam
 
 
 def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -> list[tuple[Tiles, CostRow]]:
-    from .dispatch import H200_SMS, heuristic_config
+    from .dispatch import heuristic_config
 
     modelled = []
     for tiles in tile_candidates(kind, hidden, batch, dtype, shorter):
@@ -398,7 +402,7 @@ def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -
             variants.append(dataclasses.replace(tiles, exchange="flags"))
         # Wider batch tiles can only pay where hidden slices run several batch tiles per program;
         # a program holding all of W_hh runs one tile and there are as many programs as tiles.
-        sliced = heuristic_config(problem, H200_SMS, kind == "bwd", tiles=tiles).num_h_tiles(hidden) > 1
+        sliced = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", tiles=tiles).num_h_tiles(hidden) > 1
         if batch > 16 and sliced:
             variants += [dataclasses.replace(v, block_b=32) for v in list(variants)]
         for variant in variants:
@@ -418,7 +422,7 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
     kinds = kinds or KINDS
 
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
-    document.update(arch=90, model=gpu_name, triton=triton.__version__,
+    document.update(arch=gpu_named(gpu_name).arch, model=gpu_name, triton=triton.__version__,
                     made_by="python -m tritongru cost-report --search (model figures, tritongru/cost_model.py)")
     for dtype in dtypes:
         for H in hidden:

@@ -19,19 +19,24 @@ import dataclasses
 import functools
 import importlib.resources
 import json
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 import triton
 
 from ._compat import INTERPRET
-from .kernels.launch import PersistentConfig, device_limits, resident_bytes_per_weight
+from .hardware import KNOWN_GPUS
+from .kernels.launch import DoesNotFit, PersistentConfig, resident_bytes_per_weight
+from .kernels.limits import DeviceLimits, device_limits
 
-# Shared memory one program may give to its weight slice; the rest of the 227 KB per block holds
-# the staged operands of the dots and the barrier's static words.
-WEIGHT_BUDGET_BYTES = 200 * 1024
-# Programs per SM the planner counts on for a barrier grid: one, so that a slice's program has a
-# whole SM's shared memory. The launcher still checks the compiled kernel before launching.
-H200_SMS = 132
+# Shared memory of a block that a program does not give to its weight slice: the staged operands
+# of the dots, the reduction across warps and the barrier's static words (27 KiB leaves the
+# H100/H200's 200 KiB of the 227 KiB a block may take).
+STAGING_RESERVE_BYTES = 27 * 1024
+# What a plan is made for without a device at hand (the compile and cost reports, the CPU).
+H200 = KNOWN_GPUS["h200"].limits
+T = TypeVar("T")
 
 _forced: list[PersistentConfig] = []
 
@@ -57,10 +62,16 @@ class Problem:
     directions: int = 1  # run by one launch: 2 when both directions of a layer share it
 
 
-def sm_count(device: torch.device) -> int:
+def weight_budget(limits: DeviceLimits) -> int:
+    """Shared memory one program may give to its weight slice on a GPU of ``limits``."""
+    return limits.shared_per_block - STAGING_RESERVE_BYTES
+
+
+def limits_of(device: torch.device) -> DeviceLimits:
+    """The limits a plan for tensors on ``device`` follows: the GPU's own, else the H200's."""
     if device.type == "cuda":
-        return device_limits(device.index if device.index is not None else torch.cuda.current_device())[0]
-    return H200_SMS
+        return device_limits(device.index if device.index is not None else torch.cuda.current_device())
+    return H200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +108,7 @@ def plan_key(element_size: int, kind: str, hidden: int, batch: int) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def plan_table(arch: int = 90) -> dict[str, dict[Tiles, float]]:
+def plan_table(arch: int) -> dict[str, dict[Tiles, float]]:
     """The tiles the cost model ranked for ``sm_<arch>`` (``tritongru/plans/sm<arch>.json``,
     written by ``python -m tritongru cost-report --search``; empty when none ships)."""
     path = importlib.resources.files("tritongru") / "plans" / f"sm{arch}.json"
@@ -117,10 +128,10 @@ def read_plan(text: str, source: str) -> dict[str, dict[Tiles, float]]:
     }
 
 
-def _plan_entry(hidden: int, element_size: int, kind: str, batch: int) -> dict[Tiles, float]:
-    """The plan entry for the smallest hidden size the table covers that is at least ``hidden``
-    (the largest otherwise), at the batch's class or the nearest smaller class the table has."""
-    table = plan_table()
+def _plan_entry(hidden: int, element_size: int, kind: str, batch: int, arch: int) -> dict[Tiles, float]:
+    """The ``sm_<arch>`` plan entry for the smallest hidden size the table covers that is at least
+    ``hidden`` (the largest otherwise), at the batch's class or the nearest smaller class it has."""
+    table = plan_table(arch)
     covered = sorted({int(key.split("/")[2][1:]) for key in table})
     bucket = next((h for h in covered if h >= hidden), covered[-1] if covered else None)
     for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(batch)]):
@@ -130,21 +141,22 @@ def _plan_entry(hidden: int, element_size: int, kind: str, batch: int) -> dict[T
     return {}
 
 
-def planned_tiles(hidden: int, element_size: int, kind: str, batch: int) -> Tiles:
-    """The cheapest modelled tiles of the plan table for this shape, else :func:`default_tiles`."""
-    entry = _plan_entry(hidden, element_size, kind, batch)
+def planned_tiles(hidden: int, element_size: int, kind: str, batch: int, arch: int) -> Tiles:
+    """The cheapest modelled tiles of ``sm_<arch>``'s plan table for this shape, else :func:`default_tiles`."""
+    entry = _plan_entry(hidden, element_size, kind, batch, arch)
     return next(iter(entry)) if entry else default_tiles(hidden, element_size, kind)
 
 
-def modelled_step_us(problem: Problem, config: PersistentConfig, sms: int = H200_SMS) -> float | None:
+def modelled_step_us(problem: Problem, config: PersistentConfig, limits: DeviceLimits = H200) -> float | None:
     """The plan table's modelled step of ``config`` for ``problem`` (forward, plus backward when
     training: one configuration serves both passes), or None where the model did not rank it: the
     tiles of an entry count for ``config`` when the planner builds ``config`` from them."""
     total = 0.0
     for backward in (False, True) if problem.training else (False,):
-        entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind_of(problem.training, backward), problem.batch)
+        entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind_of(problem.training, backward), problem.batch,
+                            limits.arch)
         step = next((us for tiles, us in entry.items()
-                     if _same_launch(heuristic_config(problem, sms, backward, tiles=tiles), config)), None)
+                     if _same_launch(heuristic_config(problem, limits, backward, tiles=tiles), config)), None)
         if step is None:
             return None
         total += step
@@ -156,11 +168,24 @@ def _same_launch(planned: PersistentConfig, config: PersistentConfig) -> bool:
     return dataclasses.replace(planned, max_registers=None) == dataclasses.replace(config, max_registers=None)
 
 
-def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
-    """Tiles for a shape the plan table does not cover: eight warps splitting the reduction, in
-    the longest chunk that compiles spill-free (:func:`split_among_warps` fits the split)."""
+def longest_chunk(hidden: int, element_size: int, kind: str) -> int:
+    """The longest reduction chunk a kernel is given: the reduction (H forward, 3H backward)
+    rounded up to a power of two, at most what compiles spill-free (1024 for 16-bit weights, 512
+    for fp32)."""
     reduction = 3 * hidden if kind == "bwd" else hidden
-    block_k = min(max(triton.next_power_of_2(reduction), 16), 1024 if element_size <= 2 else 512)
+    return min(max(triton.next_power_of_2(reduction), 16), 1024 if element_size <= 2 else 512)
+
+
+def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
+    """Tiles for a shape the plan table does not cover: eight warps splitting the reduction
+    (:func:`split_among_warps` fits the split), in the longest chunk or, where that does not
+    divide the reduction, the longest that does, down to 64: padded chunks hold zeros in shared
+    memory and multiply them (H=768 in 1024-deep chunks takes a third more than it needs)."""
+    reduction = 3 * hidden if kind == "bwd" else hidden
+    block_k = longest_chunk(hidden, element_size, kind)
+    dividing = reduction & -reduction  # the largest power of two dividing it
+    if reduction % block_k and dividing >= 64:
+        block_k = dividing
     return Tiles(num_warps=8, block_k=block_k, split_k=8, split_n=1)
 
 
@@ -168,7 +193,7 @@ def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
 # bidirectional launches): computed once per shape.
 @functools.lru_cache(maxsize=1024)
 def heuristic_config(
-    problem: Problem, sms: int, backward: bool = False, exchange: str | None = None, tiles: Tiles | None = None,
+    problem: Problem, limits: DeviceLimits, backward: bool = False, exchange: str | None = None, tiles: Tiles | None = None,
 ) -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
@@ -181,14 +206,15 @@ def heuristic_config(
     state (``exchange`` overrides it).
     """
     H, B = problem.hidden, problem.batch
-    tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind_of(problem.training, backward), B)
+    tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind_of(problem.training, backward), B, limits.arch)
+    budget = weight_budget(limits)
     # The SMs one direction's programs may take (the grid is directions x num_programs).
-    sms = max(1, sms // problem.directions)
+    sms = max(1, limits.sms // problem.directions)
     block_b = tiles.block_b
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
     common = dict(num_warps=tiles.num_warps, max_registers=tiles.max_registers, split_k=tiles.split_k, split_n=tiles.split_n)
-    if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) <= WEIGHT_BUDGET_BYTES // 2:
+    if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) <= budget // 2:
         block_k = min(tiles.block_k, max(triton.next_power_of_2(3 * H if backward else H), 16))
         whole = PersistentConfig(block_b, h_pad, block_k, num_programs=min(b_tiles, sms), **common)
         return split_among_warps(whole, prefer="n")
@@ -196,7 +222,7 @@ def heuristic_config(
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
     sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
-    if sliced.weight_bytes(H, problem.dtype) <= WEIGHT_BUDGET_BYTES:
+    if sliced.weight_bytes(H, problem.dtype) <= budget:
         groups = max(1, min(b_tiles, sms // h_tiles))
         chosen = tiles.exchange if exchange is None else exchange
         if chosen == "flags" and problem.dtype.itemsize > 4:
@@ -231,7 +257,7 @@ def directions_per_launch(hidden: int, batch: int, dtype: torch.dtype, training:
     program per SM; otherwise each direction gets its own launch and the whole GPU.
     """
     problem = Problem(hidden, batch, dtype, training, directions=2)
-    sms = sm_count(device)
+    sms = limits_of(device).sms
     for backward in (False, True) if training else (False,):
         config = choose_config(problem, device, backward)
         if config.grid_synchronised(hidden) and 2 * config.num_programs > sms:
@@ -254,17 +280,80 @@ def interpreter_config(problem: Problem) -> PersistentConfig:
     )
 
 
+def smaller_plans(problem: Problem, limits: DeviceLimits, backward: bool, config: PersistentConfig) -> Iterator[PersistentConfig]:
+    """The plans to try, in order, after ``config`` did not fit one SM of ``limits``: the planner's
+    own where ``config`` came from elsewhere (a tuned table), then less shared memory for the
+    weights (the planner's budget halved, from whole weights to slices to weights streamed from L2
+    every step), then shorter chunks of the reduction (less state staged per chunk)."""
+    seen = {config}
+    planned = heuristic_config(problem, limits, backward)
+    budget = limits
+    while True:
+        if planned not in seen:
+            seen.add(planned)
+            yield planned
+        if not planned.resident:
+            break
+        budget = dataclasses.replace(budget, shared_per_block=STAGING_RESERVE_BYTES + weight_budget(budget) // 2)
+        planned = heuristic_config(problem, budget, backward)
+    while planned.block_k // 2 >= 16:
+        planned = split_among_warps(dataclasses.replace(planned, block_k=planned.block_k // 2), prefer="k")
+        yield planned
+
+
+class PlanError(RuntimeError):
+    """No plan of a recurrence fits the GPU it was asked to run on."""
+
+
+_fitted: dict[tuple[DeviceLimits, Problem, bool], PersistentConfig] = {}
+
+
+def run_planned(problem: Problem, device: torch.device, backward: bool, run: Callable[[PersistentConfig], T]) -> T:
+    """``run(config)`` with :func:`choose_config`'s configuration or, where its compiled kernel does
+    not fit the device (:class:`DoesNotFit`, raised before anything runs), with the first of
+    :func:`smaller_plans` that does, which later calls of the same problem then take directly."""
+    config = choose_config(problem, device, backward)
+    try:
+        return run(config)
+    except DoesNotFit as error:
+        if _forced:
+            raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
+        refused = [error]
+    limits = limits_of(device)
+    for smaller in smaller_plans(problem, limits, backward, config):
+        try:
+            result = run(smaller)
+        except DoesNotFit as error:
+            refused.append(error)
+            continue
+        _fitted[(limits, problem, backward)] = smaller
+        return result
+    raise PlanError(
+        f"tritongru: no plan of the {kind_of(problem.training, backward)} kernel for hidden {problem.hidden}, batch "
+        f"{problem.batch}, {problem.dtype} in {problem.directions} direction(s) fits {_device_name(device)} "
+        f"({limits.describe()}); tried: " + "; ".join(str(error) for error in refused)
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+
 def choose_config(problem: Problem, device: torch.device, backward: bool = False) -> PersistentConfig:
     """The configuration for ``problem``'s forward (or ``backward``) kernel: forced, else the
-    interpreter's, else the tuned table's for this GPU (one configuration for both passes), else
-    the heuristic."""
+    interpreter's, else a smaller plan that :func:`run_planned` found to fit where the planned one
+    did not, else the tuned table's for this GPU (one configuration for both passes), else the
+    heuristic."""
     if _forced:
         return _forced[-1]
     if INTERPRET:
         return interpreter_config(problem)
+    fitted = _fitted.get((limits_of(device), problem, backward))
+    if fitted is not None:
+        return fitted
     from . import tuning  # here, not at the top: tuning imports this module
 
     tuned = tuning.lookup(problem, device)
     if tuned is not None:
         return tuned
-    return heuristic_config(problem, sm_count(device), backward)
+    return heuristic_config(problem, limits_of(device), backward)

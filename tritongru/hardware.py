@@ -1,6 +1,11 @@
-"""What the cost model assumes about a GPU: one table per GPU, every number with its source.
+"""The GPUs tritongru plans for without one at hand, and what the cost model assumes about them.
 
-These are starting points for a model, not measurements of this project's kernels: figures that
+:data:`KNOWN_GPUS` names every GPU the compile report can plan and check ahead of time: its compute
+capability and SM count (the vendor's specification); the per-SM limits follow from the compute
+capability (:func:`tritongru.kernels.limits.arch_limits`). :data:`GPUS` holds the cost model's
+figures for the GPUs it prices, every number with its source.
+
+The cost figures are starting points for a model, not measurements of this project's kernels: figures that
 others measured with micro-benchmarks, the vendor's specifications, and a few assumptions the
 model needs and nobody has measured for these kernels yet (marked ``assumed``). A GPU run of the
 perf suite is what calibrates them (``perf/NOTES.md``).
@@ -10,8 +15,62 @@ from __future__ import annotations
 
 import dataclasses
 
+from .kernels.limits import PROGRAMMING_GUIDE, DeviceLimits, arch_limits
+
 RRZE = "RRZE-HPC/gpu-benches"
 HOPPER_BENCH = "Luo et al., Benchmarking and Dissecting the Nvidia Hopper GPU Architecture (arXiv 2402.13499)"
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownGPU:
+    """A GPU the planner can be run for ahead of time (``--gpu NAME``)."""
+
+    name: str  # as the driver names it
+    arch: int
+    sms: int
+    source: str
+
+    @property
+    def limits(self) -> DeviceLimits:
+        return arch_limits(self.arch, self.sms)
+
+    def limits_source(self) -> str:
+        return f"{self.sms} SMs: {self.source}; per-SM limits of sm_{self.arch}: {PROGRAMMING_GUIDE}"
+
+
+def _spec(product: str) -> str:
+    return f"NVIDIA {product} specifications"
+
+
+KNOWN_GPUS = {
+    "a100": KnownGPU("NVIDIA A100", 80, 108, _spec("A100 Tensor Core GPU")),
+    "a10": KnownGPU("NVIDIA A10", 86, 72, _spec("A10 Tensor Core GPU")),
+    "rtx3090": KnownGPU("NVIDIA GeForce RTX 3090", 86, 82, "NVIDIA Ampere GA102 GPU Architecture whitepaper"),
+    "l4": KnownGPU("NVIDIA L4", 89, 58, "NVIDIA Ada GPU Architecture whitepaper (AD104 in L4)"),
+    "l40s": KnownGPU("NVIDIA L40S", 89, 142, _spec("L40S")),
+    "rtx4090": KnownGPU("NVIDIA GeForce RTX 4090", 89, 128, "NVIDIA Ada GPU Architecture whitepaper"),
+    "h100-sxm": KnownGPU("NVIDIA H100 SXM", 90, 132, _spec("H100 Tensor Core GPU (SXM5)")),
+    "h100-pcie": KnownGPU("NVIDIA H100 PCIe", 90, 114, _spec("H100 Tensor Core GPU (PCIe)")),
+    "h200": KnownGPU("NVIDIA H200", 90, 132, _spec("H200 Tensor Core GPU")),
+    "b200": KnownGPU("NVIDIA B200", 100, 148, "NVIDIA Blackwell Architecture Technical Brief (B200: 148 SMs)"),
+    "rtx5090": KnownGPU("NVIDIA GeForce RTX 5090", 120, 170, "NVIDIA RTX Blackwell GPU Architecture whitepaper"),
+}
+
+
+def known_gpu(name: str) -> KnownGPU:
+    try:
+        return KNOWN_GPUS[name]
+    except KeyError:
+        raise ValueError(f"unknown GPU {name!r}; known: {', '.join(KNOWN_GPUS)}") from None
+
+
+def gpus_of_arch(arch: int) -> list[str]:
+    """The known GPUs of compute capability ``arch``."""
+    names = [name for name, known in KNOWN_GPUS.items() if known.arch == arch]
+    if not names:
+        arches = sorted({known.arch for known in KNOWN_GPUS.values()})
+        raise ValueError(f"no known GPU of sm_{arch}; the table has sm_{', sm_'.join(map(str, arches))}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +121,19 @@ _HOPPER_SHARED = dict(
                                   "calibrate on a GPU"),
 )
 
+def _known(name: str) -> dict:
+    known = KNOWN_GPUS[name]
+    return dict(name=known.name, arch=known.arch, sms=Figure(known.sms, known.source))
+
+
+def _known(name: str) -> dict:
+    known = KNOWN_GPUS[name]
+    return dict(name=known.name, arch=known.arch, sms=Figure(known.sms, known.source))
+
+
 GPUS = {
     "h200": GPU(
-        name="NVIDIA H200",
-        arch=90,
-        sms=Figure(132, "NVIDIA H200 specifications"),
+        **_known("h200"),
         clock_ghz=Figure(1.98, f"{RRZE} (H200 / GH200 SM clock up to 1.98 GHz)"),
         hbm_bandwidth_gbs=Figure(4300, "copy bandwidth measured on an H200 (shared/design/persistent-gru.md, section 7)"),
         tensor_tflops_bf16=Figure(790, "dense bf16 measured on an H200 (shared/design/persistent-gru.md, section 7)"),
@@ -78,9 +145,7 @@ GPUS = {
         **_HOPPER_SHARED,
     ),
     "h100-sxm": GPU(
-        name="NVIDIA H100 SXM",
-        arch=90,
-        sms=Figure(132, "NVIDIA H100 SXM5 specifications"),
+        **_known("h100-sxm"),
         clock_ghz=Figure(1.98, "NVIDIA H100 SXM5 specifications (max boost 1.98 GHz)"),
         hbm_bandwidth_gbs=Figure(3350, "NVIDIA H100 SXM5 specifications (HBM3 3.35 TB/s peak)"),
         tensor_tflops_bf16=Figure(989, "NVIDIA H100 SXM5 specifications (dense bf16)"),

@@ -16,17 +16,18 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from .dispatch import Problem, choose_config
+from .dispatch import Problem, run_planned
 from .kernels import gru_backward, gru_forward
 from .kernels.launch import accumulator_dtype
 
 
-def _config(gx: Tensor, w_hh: Tensor, training: bool, backward: bool = False):
+def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run):
+    """``run(config)`` with the plan for this layer on ``gx``'s device (:func:`dispatch.run_planned`)."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
     directions, _, hidden = w_hh.shape
-    return choose_config(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device, backward)
+    return run_planned(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device, backward, run)
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
@@ -46,11 +47,10 @@ def gru_recurrence(
     """Run one layer in ``D`` directions: ``(y, h_n, hs, gates)``, see :func:`tritongru.kernels.gru_forward`;
     ``hs`` and ``gates`` are empty unless ``save``."""
     _check_shapes(gx, w_hh, b_hn, h0)
-    config = _config(gx, w_hh, save)
-    return gru_forward(
-        gx.contiguous(), w_hh.contiguous(), b_hn.contiguous(), h0.contiguous(), lengths, reverse, save, config,
-        _compat.fp32_dot_precision(),
-    )
+    gx, w_hh, b_hn, h0 = gx.contiguous(), w_hh.contiguous(), b_hn.contiguous(), h0.contiguous()
+    precision = _compat.fp32_dot_precision()
+    return _run_planned(gx, w_hh, save, False,
+                        lambda config: gru_forward(gx, w_hh, b_hn, h0, lengths, reverse, save, config, precision))
 
 
 @gru_recurrence.register_fake
@@ -67,11 +67,10 @@ def gru_recurrence_backward(
     dy: Tensor, dh_n: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor], reverse: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dgx, dgh, dh0)`` of one layer in ``D`` directions; see :func:`tritongru.kernels.gru_backward`."""
-    config = _config(dy, w_hh, True, backward=True)
-    return gru_backward(
-        dy.contiguous(), dh_n.contiguous(), w_hh.contiguous(), hs, gates, lengths, reverse, config,
-        _compat.fp32_dot_precision(),
-    )
+    dy, dh_n, w_hh = dy.contiguous(), dh_n.contiguous(), w_hh.contiguous()
+    precision = _compat.fp32_dot_precision()
+    return _run_planned(dy, w_hh, True, True,
+                        lambda config: gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse, config, precision))
 
 
 @gru_recurrence_backward.register_fake

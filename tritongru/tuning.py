@@ -49,9 +49,10 @@ import triton
 import triton.testing
 
 from . import _compat
-from .dispatch import WEIGHT_BUDGET_BYTES, Problem, heuristic_config, modelled_step_us
+from .dispatch import Problem, heuristic_config, modelled_step_us, weight_budget
 from .kernels import gru_backward, gru_forward
-from .kernels.launch import SM90_LIMITS, PersistentConfig, device_limits, programs_per_sm
+from .kernels.launch import PersistentConfig
+from .kernels.limits import DeviceLimits, device_limits
 
 FILE_ENV = "TRITONGRU_TUNING_FILE"
 CACHE_DIR_ENV = "TRITONGRU_CACHE_DIR"
@@ -334,7 +335,7 @@ def _powers_of_two(low: int, high: int) -> list[int]:
     return [1 << e for e in range(int(math.log2(low)), int(math.log2(high)) + 1)]
 
 
-def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
+def candidate_configs(problem: Problem, limits: DeviceLimits) -> list[PersistentConfig]:
     """Every configuration of :data:`SEARCH_SPACE` for ``problem``, before pruning.
 
     The grid follows from the tiling: one program per batch tile when a program holds all of
@@ -344,7 +345,7 @@ def candidate_configs(problem: Problem, sms: int) -> list[PersistentConfig]:
     slices with both exchanges of the forward's state (barrier, ready flags) where the dtype allows.
     """
     H, B = problem.hidden, problem.batch
-    sms = max(1, sms // problem.directions)  # what one direction's programs may take
+    sms = max(1, limits.sms // problem.directions)  # what one direction's programs may take
     h_pad = max(triton.next_power_of_2(H), 16)
     b_pad = max(triton.next_power_of_2(B), 16)
     exchanges = ("barrier", "flags") if problem.dtype.itemsize <= 4 else ("barrier",)
@@ -382,19 +383,18 @@ def _splits(block_k: int, block_h: int) -> list[tuple[int, int, int]]:
     ]
 
 
-def static_capacity(config: PersistentConfig, problem: Problem, sms: int, limits: dict = SM90_LIMITS) -> int:
+def static_capacity(config: PersistentConfig, problem: Problem, limits: DeviceLimits) -> int:
     """An upper bound of the co-resident grid, before compiling: the kernel uses at least its weight
     slice in shared memory and at least one register per thread, so the real bound is never larger."""
     shared = config.weight_bytes(problem.hidden, problem.dtype) if config.resident else 0
-    return sms * programs_per_sm(1, shared, config.num_warps, limits)
+    return limits.co_resident(1, shared, config.num_warps)
 
 
 def prune(
     problem: Problem,
     configs: Iterable[PersistentConfig],
-    sms: int,
+    limits: DeviceLimits,
     capacity: Callable[[PersistentConfig], int] | None = None,
-    limits: dict = SM90_LIMITS,
 ) -> tuple[list[PersistentConfig], list[tuple[PersistentConfig, str]]]:
     """Split ``configs`` into those worth timing and ``(config, reason)`` for the rest.
 
@@ -402,7 +402,8 @@ def prune(
     :func:`tritongru.kernels.launch.co_resident_capacity` on a compiled kernel); the default is
     :func:`static_capacity`, an upper bound that needs no GPU.
     """
-    capacity = capacity or (lambda config: static_capacity(config, problem, sms, limits))
+    capacity = capacity or (lambda config: static_capacity(config, problem, limits))
+    budget = weight_budget(limits)
     kept, pruned = [], []
     for config in dict.fromkeys(configs):
         try:
@@ -411,8 +412,8 @@ def prune(
             pruned.append((config, f"invalid: {error}"))
             continue
         weight_bytes = config.weight_bytes(problem.hidden, problem.dtype)
-        if config.resident and weight_bytes > WEIGHT_BUDGET_BYTES:
-            pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {WEIGHT_BUDGET_BYTES}"))
+        if config.resident and weight_bytes > budget:
+            pruned.append((config, f"weight slice of {weight_bytes} bytes exceeds the shared-memory budget of {budget}"))
             continue
         if config.grid_synchronised(problem.hidden):
             fits, programs = capacity(config), problem.directions * config.num_programs
@@ -423,20 +424,20 @@ def prune(
     return kept, pruned
 
 
-def rank(problem: Problem, configs: list[PersistentConfig], sms: int) -> list[PersistentConfig]:
+def rank(problem: Problem, configs: list[PersistentConfig], limits: DeviceLimits) -> list[PersistentConfig]:
     """``configs`` in the order they are timed when a cap applies: the heuristic's choice first (the
     baseline every result is compared with) and its twin with the other exchange, then by the
     cost model's figure for the shape (the plan table's ranking, :func:`dispatch.modelled_step_us`),
     then the configurations it did not model: resident weights, grids nearest one program per SM,
     fewer warps, larger K chunks."""
-    baseline = heuristic_config(problem, sms)
-    twin = heuristic_config(problem, sms, exchange="flags" if baseline.exchange == "barrier" else "barrier")
+    baseline = heuristic_config(problem, limits)
+    twin = heuristic_config(problem, limits, exchange="flags" if baseline.exchange == "barrier" else "barrier")
 
     def order(config: PersistentConfig):
-        modelled = modelled_step_us(problem, config, sms)
+        modelled = modelled_step_us(problem, config, limits)
         return (
             config != baseline, config != twin, modelled is None, modelled or 0.0, not config.resident,
-            abs(config.num_programs - sms), config.num_warps, config.num_stages, -config.block_k,
+            abs(config.num_programs - limits.sms), config.num_warps, config.num_stages, -config.block_k,
         )
 
     return sorted(configs, key=order)
@@ -534,10 +535,10 @@ def tune_problem(
     device = require_gpu(device)
     if max_configs < 1:
         raise ValueError(f"max_configs must be >= 1, got {max_configs}")
-    sms, limits = device_limits(device.index)
-    kept, pruned = prune(problem, candidate_configs(problem, sms), sms, limits=limits)
-    baseline = heuristic_config(problem, sms)
-    candidates = rank(problem, list(dict.fromkeys([baseline, *kept])), sms)[:max_configs]
+    limits = device_limits(device.index)
+    kept, pruned = prune(problem, candidate_configs(problem, limits), limits)
+    baseline = heuristic_config(problem, limits)
+    candidates = rank(problem, list(dict.fromkeys([baseline, *kept])), limits)[:max_configs]
     inputs = _random_inputs(problem, seq_len, device)
     # The baseline is what runs untuned: its result is the one every candidate must agree with,
     # and its time the one the table records next to the best.

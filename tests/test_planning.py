@@ -1,0 +1,126 @@
+"""Plans follow the GPU: the limits of every known GPU, the work split they lead to, and the smaller
+plans tried where a compiled kernel does not fit (no GPU needed: the launches are stand-ins)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from tritongru import PlanError, dispatch
+from tritongru.dispatch import Problem, force_config
+from tritongru.hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
+from tritongru.kernels.launch import DoesNotFit, PersistentConfig
+from tritongru.kernels.limits import ARCH_LIMITS, arch_limits
+
+CUDA = torch.device("cuda", 0)
+
+
+def test_known_gpus_take_their_architectures_limits():
+    for name, known in KNOWN_GPUS.items():
+        limits = known.limits
+        assert limits.sms == known.sms and limits.arch == known.arch
+        assert limits.shared_per_block == ARCH_LIMITS[known.arch]["shared_per_sm"] - 1024, name
+        assert known.source and "Programming Guide" in known.limits_source()
+    assert known_gpu("h200").limits == dispatch.H200
+    assert (known_gpu("a100").limits.shared_per_block, known_gpu("l4").limits.shared_per_block) == (163 * 1024, 99 * 1024)
+    assert gpus_of_arch(89) == ["l4", "l40s", "rtx4090"]
+
+
+def test_unknown_gpus_and_architectures_are_refused_by_name():
+    with pytest.raises(ValueError, match="unknown GPU 'v100'; known: a100, a10"):
+        known_gpu("v100")
+    with pytest.raises(ValueError, match="no limits known for sm_70; the table has sm_80"):
+        arch_limits(70, 80)
+    with pytest.raises(ValueError, match="no known GPU of sm_75"):
+        gpus_of_arch(75)
+
+
+def test_weight_budget_follows_shared_memory():
+    assert dispatch.weight_budget(dispatch.H200) == 200 * 1024
+    assert dispatch.weight_budget(known_gpu("a10").limits) == 72 * 1024
+
+
+@pytest.mark.parametrize("gpu, resident", [("h200", True), ("a100", True), ("a10", False), ("l4", False)])
+def test_weight_slices_stay_resident_only_where_they_fit(gpu, resident):
+    """bf16 H=1024: a 16-unit slice holds 96 KiB of W_hh, over the 72 KiB an sm_86/89 program may
+    give its weights, so there the weights stream from L2 every step."""
+    limits = known_gpu(gpu).limits
+    config = dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), limits)
+    assert config.resident is resident
+    assert config.num_programs <= limits.sms
+    if resident:
+        assert config.weight_bytes(1024, torch.bfloat16) <= dispatch.weight_budget(limits)
+
+
+@pytest.mark.parametrize("gpu", list(KNOWN_GPUS))
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_smaller_plans_shrink_until_weights_stream_and_chunks_are_short(gpu, backward):
+    limits = known_gpu(gpu).limits
+    problem = Problem(256, 16, torch.float32, True)
+    planned = dispatch.heuristic_config(problem, limits, backward)
+    smaller = list(dispatch.smaller_plans(problem, limits, backward, planned))
+    assert smaller and planned not in smaller and len(set(smaller)) == len(smaller)
+    for config in smaller:
+        config.validate(problem.hidden, problem.batch, problem.dtype)
+        assert config.num_warps == config.split_k * config.split_n  # no warp repeats another's work
+    streamed = [config.resident for config in smaller].index(False)
+    assert all(not config.resident for config in smaller[streamed:])
+    chunks = [config.block_k for config in smaller[streamed:]]
+    assert chunks == sorted(chunks, reverse=True) and chunks[-1] == 16
+
+
+def _refusing(needs_streaming: bool, ran: list):
+    """A stand-in launcher: a resident plan does not fit (or none does), a streamed one runs."""
+
+    def run(config: PersistentConfig):
+        if config.resident or not needs_streaming:
+            stand_in = types.SimpleNamespace(describe=lambda: "gru_fwd_persistent_kernel (T=8, B=16, H=1024)", config=config)
+            raise DoesNotFit(stand_in, "shared memory (bytes)", 120_000, 101_376, "NVIDIA A10")
+        ran.append(config)
+        return "ran"
+
+    return run
+
+
+@pytest.fixture
+def on_an_a10(monkeypatch):
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    monkeypatch.setattr(dispatch, "limits_of", lambda device: known_gpu("a10").limits)
+    monkeypatch.setattr(dispatch, "_device_name", lambda device: "NVIDIA A10")
+    monkeypatch.setattr(dispatch, "_fitted", {})
+    from tritongru import tuning
+
+    monkeypatch.setattr(tuning, "lookup", lambda problem, device: None)
+
+
+def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypatch):
+    problem = Problem(1024, 16, torch.bfloat16, False)
+    resident = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
+    monkeypatch.setattr(dispatch, "heuristic_config", lambda problem, limits, backward=False, **kw: (
+        resident if limits.shared_per_block > 60_000 else PersistentConfig(16, 16, 256, 64, 8, resident=False, split_k=8)))
+    ran = []
+    assert dispatch.run_planned(problem, CUDA, False, _refusing(True, ran)) == "ran"
+    [fitted] = ran
+    assert not fitted.resident
+    # Later calls (and the planner of bidirectional launches) go straight to the plan that fitted.
+    assert dispatch.choose_config(problem, CUDA) == fitted
+    assert dispatch.choose_config(problem, CUDA, backward=True) == resident
+
+
+def test_nothing_fitting_is_a_plan_error_naming_gpu_shape_and_plans(on_an_a10):
+    problem = Problem(1024, 16, torch.bfloat16, False)
+    with pytest.raises(PlanError, match=r"fwd-inf kernel for hidden 1024, batch 16, torch.bfloat16 in 1 direction\(s\) "
+                                        r"fits NVIDIA A10 \(sm_86, 72 SMs.*tried: .*b16/h16/k1024.*needs 120000") as error:
+        dispatch.run_planned(problem, CUDA, False, _refusing(False, []))
+    assert isinstance(error.value, RuntimeError) and error.value.__class__.__module__ == "tritongru.dispatch"
+
+
+def test_a_forced_configuration_is_never_replaced(on_an_a10):
+    problem = Problem(1024, 16, torch.bfloat16, False)
+    forced = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
+    ran = []
+    with force_config(forced), pytest.raises(PlanError, match="the forced configuration does not fit"):
+        dispatch.run_planned(problem, CUDA, False, _refusing(True, ran))
+    assert ran == []
