@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from tritongru import _compat, environment
-from tritongru.dispatch import Problem, choose_config, directions_per_launch, limits_of, modelled_step_us
+from tritongru.dispatch import Problem, limits_of, modelled_step_us, plan_launch, plan_layer
 from tritongru.kernels.gru_forward import forward_launch
 from tritongru.kernels.launch import launch_persistent
 
@@ -94,9 +94,9 @@ def measure(hidden: int, batch: int, seq_len: int, dtype: torch.dtype, device: t
         (2, 2): [(forward_only, False), (reverse_only, True)],
         (2, 1): [(both, False)],
     }
-    chosen = choose_config(Problem(hidden, batch, dtype, False), device)
-    fit = directions_per_launch(hidden, batch, dtype, False, device) == 2
-    chosen_both = choose_config(Problem(hidden, batch, dtype, False, directions=2), device)
+    chosen = plan_launch(Problem(hidden, batch, dtype, False), device).forward
+    fit = plan_layer(hidden, batch, dtype, False, True, device).problem.directions == 2
+    chosen_both = plan_launch(Problem(hidden, batch, dtype, False, directions=2), device).forward
     precision = _compat.fp32_dot_precision()
     rows = {}
     for name, variant in variants_for(chosen, hidden, fit).items():

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 import triton.testing
 
-from tritongru import _compat, dispatch, tuning
+from tritongru import dispatch
 from tritongru.accuracy import build_module, float64_truth, make_inputs, max_relative_error, run
 
 from .providers import Provider
@@ -122,17 +122,9 @@ def tritongru_config(case: Case, device: torch.device) -> tuple[str, str, float]
     """The launch configuration tritongru picks for ``case``, where it comes from, and the cost
     model's step for it (microseconds, a model figure; NaN where the plan table has none)."""
     dtype, training = getattr(torch, case.dtype), case.mode != "inference"
-    per_launch = 1
-    if case.directions == 2:
-        per_launch = dispatch.directions_per_launch(case.hidden, case.batch, dtype, training, device)
-    problem = dispatch.Problem(case.hidden, case.batch, dtype, training, per_launch)
-    config = dispatch.choose_config(problem, device)
-    if _compat.INTERPRET:
-        source = "interpreter"
-    else:
-        source = "tuned" if tuning.lookup(problem, device) == config else "heuristic"
-    modelled = dispatch.modelled_step_us(problem, config, dispatch.limits_of(device))
-    return config.label(), source, math.nan if modelled is None else modelled
+    plan = dispatch.plan_layer(case.hidden, case.batch, dtype, training, case.directions == 2, device)
+    modelled = dispatch.modelled_step_us(plan.problem, plan.forward, dispatch.limits_of(device))
+    return plan.forward.label(), plan.source, math.nan if modelled is None else modelled
 
 
 def _first_line(error: BaseException) -> str:

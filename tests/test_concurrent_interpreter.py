@@ -123,7 +123,7 @@ def test_resident_slices_match_reference(exchange, grid):
     config = dataclasses.replace(config, num_programs=config.num_programs // tiles_each)
     assert config.resident and config.grid_synchronised(H) and config.num_programs == 6 // tiles_each
     assert config.uses_ready_flags(H) == (exchange == "flags")
-    assert dispatch.directions_per_launch(H, B, dtype, True, torch.device("cpu")) == 2
+    assert dispatch.plan_layer(H, B, dtype, True, True, torch.device("cpu")).problem.directions == 2
     with concurrent_programs(), force_config(config):
         y, h_n = tritongru.gru(x, h0, params, num_layers=1, bidirectional=True, lengths=lengths, backend="triton")
         ours = grads([y, h_n], [x, h0, *params])

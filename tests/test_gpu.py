@@ -91,10 +91,11 @@ def test_one_launch_for_both_directions_equals_one_per_direction(H, B, monkeypat
     torch.manual_seed(5)
     model = tritongru.GRU(32, H, bidirectional=True, backend="triton", device=CUDA, dtype=torch.bfloat16)
     x = torch.randn(128, B, 32, device=CUDA, dtype=torch.bfloat16)
-    assert dispatch.directions_per_launch(H, B, torch.bfloat16, False, CUDA) == 2
+    assert dispatch.plan_layer(H, B, torch.bfloat16, False, True, CUDA).problem.directions == 2
     with torch.no_grad():
         fused = model(x)
-        monkeypatch.setattr(dispatch, "directions_per_launch", lambda *args: 1)
+        monkeypatch.setattr(dispatch, "plan_layer", lambda H, B, dtype, training, bidirectional, device:
+                            dispatch.plan_launch(dispatch.Problem(H, B, dtype, training), device))
         separate = model(x)
     assert torch.equal(fused[0], separate[0]) and torch.equal(fused[1], separate[1])
 

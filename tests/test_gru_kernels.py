@@ -127,7 +127,8 @@ def test_one_launch_for_both_directions_equals_one_per_direction(split, monkeypa
     lengths = torch.randint(1, T + 1, (B,))
     results = {}
     for per_launch in (2, 1):
-        monkeypatch.setattr(dispatch, "directions_per_launch", lambda *args, n=per_launch: n)
+        monkeypatch.setattr(dispatch, "plan_layer", lambda H, B, dtype, training, bidirectional, device, n=per_launch:
+                            dispatch.plan_launch(dispatch.Problem(H, B, dtype, training, n), device))
         with force_config(CONFIGS[split](H, B)):
             y, h_n = tritongru.gru(x, None, list(model._flat_weights), num_layers=2, bidirectional=True,
                                    lengths=lengths, backend="triton")
@@ -141,6 +142,10 @@ def test_directions_share_a_launch_while_both_grids_fit(monkeypatch):
     # The planner as on an H200 (under the interpreter every configuration is one program).
     monkeypatch.setattr(dispatch, "INTERPRET", False)
     cpu = torch.device("cpu")
-    assert dispatch.directions_per_launch(256, 10, torch.float32, True, cpu) == 2  # 2 x 16 slices
-    assert dispatch.directions_per_launch(64, 1, torch.bfloat16, False, cpu) == 2  # no barrier at all
-    assert dispatch.directions_per_launch(2048, 16, torch.bfloat16, True, cpu) == 1  # 2 x 128 slices
+    def per_launch(*shape):
+        return dispatch.plan_layer(*shape, bidirectional=True, device=cpu).problem.directions
+
+    assert per_launch(256, 10, torch.float32, True) == 2  # 2 x 16 slices
+    assert per_launch(64, 1, torch.bfloat16, False) == 2  # no barrier at all
+    assert per_launch(2048, 16, torch.bfloat16, True) == 1  # 2 x 128 slices
+    assert dispatch.plan_layer(256, 10, torch.float32, True, False, cpu).problem.directions == 1

@@ -3,6 +3,7 @@ plans tried where a compiled kernel does not fit (no GPU needed: the launches ar
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import pytest
@@ -101,19 +102,22 @@ def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypa
     monkeypatch.setattr(dispatch, "heuristic_config", lambda problem, limits, backward=False, **kw: (
         resident if limits.shared_per_block > 60_000 else PersistentConfig(16, 16, 256, 64, 8, resident=False, split_k=8)))
     ran = []
-    assert dispatch.run_planned(problem, CUDA, False, _refusing(True, ran)) == "ran"
+    plan = dispatch.plan_launch(problem, CUDA)
+    assert (plan.source, plan.forward) == ("planned", resident)
+    assert dispatch.run_planned(plan, False, CUDA, _refusing(True, ran)) == "ran"
     [fitted] = ran
     assert not fitted.resident
-    # Later calls (and the planner of bidirectional launches) go straight to the plan that fitted.
-    assert dispatch.choose_config(problem, CUDA) == fitted
-    assert dispatch.choose_config(problem, CUDA, backward=True) == resident
+    # Later plans (and so the planner of bidirectional launches) go straight to the plan that fitted.
+    assert dispatch.plan_launch(problem, CUDA) == dispatch.LaunchPlan(problem, fitted, None, "fitted")
+    training = dataclasses.replace(problem, training=True)
+    assert dispatch.plan_launch(training, CUDA).forward == resident  # another problem: planned afresh
 
 
 def test_nothing_fitting_is_a_plan_error_naming_gpu_shape_and_plans(on_an_a10):
     problem = Problem(1024, 16, torch.bfloat16, False)
     with pytest.raises(PlanError, match=r"fwd-inf kernel for hidden 1024, batch 16, torch.bfloat16 in 1 direction\(s\) "
                                         r"fits NVIDIA A10 \(sm_86, 72 SMs.*tried: .*b16/h16/k1024.*needs 120000") as error:
-        dispatch.run_planned(problem, CUDA, False, _refusing(False, []))
+        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(False, []))
     assert isinstance(error.value, RuntimeError) and error.value.__class__.__module__ == "tritongru.dispatch"
 
 
@@ -122,5 +126,5 @@ def test_a_forced_configuration_is_never_replaced(on_an_a10):
     forced = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
     ran = []
     with force_config(forced), pytest.raises(PlanError, match="the forced configuration does not fit"):
-        dispatch.run_planned(problem, CUDA, False, _refusing(True, ran))
+        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(True, ran))
     assert ran == []

@@ -15,7 +15,7 @@ import torch
 
 from tritongru import dispatch, tuning
 from tritongru.dispatch import Problem
-from tritongru.kernels.launch import PersistentConfig
+from tritongru.kernels.launch import DoesNotFit, PersistentConfig
 
 H200 = tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.6.0")
 CUDA = torch.device("cuda", 0)
@@ -437,3 +437,22 @@ def test_tuner_searches_every_split_of_its_warps():
     problem = Problem(1024, 16, torch.bfloat16, False)
     splits = {(c.num_warps, c.split_k, c.split_n) for c in tuning.candidate_configs(problem, LIMITS) if c.block_h == 16 and c.block_k == 1024}
     assert splits == {(4, 4, 1), (4, 2, 2), (8, 8, 1), (8, 4, 2)}
+
+
+def test_untuned_baseline_is_a_plan_that_fits(monkeypatch):
+    """Where the planner's configuration does not fit the GPU, the tuner's baseline (what runs
+    untuned, and what every candidate is checked against) is the smaller plan the op would take."""
+    problem = Problem(1024, 16, torch.bfloat16, False)
+    planned = dispatch.heuristic_config(problem, LIMITS)
+
+    def runner(problem_, inputs, config):
+        def run():
+            if config == planned:
+                stand_in = SimpleNamespace(describe=lambda: "gru_fwd_persistent_kernel", config=config)
+                raise DoesNotFit(stand_in, "shared memory (bytes)", 240_000, 232_448, "NVIDIA H200")
+            return (config,)
+        return run
+
+    monkeypatch.setattr(tuning, "_runner", runner)
+    baseline, expected = tuning._untuned_run(problem, LIMITS, {})
+    assert baseline == next(dispatch.smaller_plans(problem, LIMITS, False, planned)) and expected == (baseline,)

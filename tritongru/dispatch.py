@@ -249,22 +249,6 @@ def split_among_warps(config: PersistentConfig, prefer: str) -> PersistentConfig
     return dataclasses.replace(config, num_warps=split_k * split_n, split_k=split_k, split_n=split_n)
 
 
-def directions_per_launch(hidden: int, batch: int, dtype: torch.dtype, training: bool, device: torch.device) -> int:
-    """2 when one launch can run both directions of a bidirectional layer, else 1.
-
-    Both directions share a launch when the configurations chosen for that (forward, and backward
-    when training) either need no co-residency or keep both directions' programs within one
-    program per SM; otherwise each direction gets its own launch and the whole GPU.
-    """
-    problem = Problem(hidden, batch, dtype, training, directions=2)
-    sms = limits_of(device).sms
-    for backward in (False, True) if training else (False,):
-        config = choose_config(problem, device, backward)
-        if config.grid_synchronised(hidden) and 2 * config.num_programs > sms:
-            return 1
-    return 2
-
-
 def interpreter_config(problem: Problem) -> PersistentConfig:
     """The fixed configuration of the CPU interpreter: one program, small tiles, the product split
     both ways where the tiles allow (the interpreter runs one "warp", but the split's indexing is
@@ -308,15 +292,16 @@ class PlanError(RuntimeError):
 _fitted: dict[tuple[DeviceLimits, Problem, bool], PersistentConfig] = {}
 
 
-def run_planned(problem: Problem, device: torch.device, backward: bool, run: Callable[[PersistentConfig], T]) -> T:
-    """``run(config)`` with :func:`choose_config`'s configuration or, where its compiled kernel does
-    not fit the device (:class:`DoesNotFit`, raised before anything runs), with the first of
-    :func:`smaller_plans` that does, which later calls of the same problem then take directly."""
-    config = choose_config(problem, device, backward)
+def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Callable[[PersistentConfig], T]) -> T:
+    """``run(config)`` with the plan's configuration for the forward (or ``backward``) kernel or,
+    where its compiled kernel does not fit the device (:class:`DoesNotFit`, raised before anything
+    runs), with the first of :func:`smaller_plans` that does, which later plans of the same
+    problem on a GPU of this kind then take directly."""
+    problem, config = plan.problem, plan.config(backward)
     try:
         return run(config)
     except DoesNotFit as error:
-        if _forced:
+        if plan.source == "forced":
             raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
         refused = [error]
     limits = limits_of(device)
@@ -339,21 +324,65 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
-def choose_config(problem: Problem, device: torch.device, backward: bool = False) -> PersistentConfig:
-    """The configuration for ``problem``'s forward (or ``backward``) kernel: forced, else the
-    interpreter's, else a smaller plan that :func:`run_planned` found to fit where the planned one
-    did not, else the tuned table's for this GPU (one configuration for both passes), else the
-    heuristic."""
+@dataclasses.dataclass(frozen=True)
+class LaunchPlan:
+    """Everything decided for the launches of one layer call: the problem one launch runs (its
+    ``directions``: 1, or 2 where both directions of a bidirectional layer share a launch), the
+    forward kernel's configuration, the backward's when training, and where they come from
+    (``forced``, ``interpreter``, ``fitted``: a smaller plan that fit where the planned one did
+    not, ``tuned``, ``planned``). The op, the perf suite and the reports read this one plan."""
+
+    problem: Problem
+    forward: PersistentConfig
+    backward: PersistentConfig | None
+    source: str
+
+    def config(self, backward: bool = False) -> PersistentConfig:
+        config = self.backward if backward else self.forward
+        if config is None:
+            raise ValueError("an inference plan has no backward configuration")
+        return config
+
+
+def plan_launch(problem: Problem, device: torch.device) -> LaunchPlan:
+    """The plan of one launch of ``problem`` on ``device``: forced, else the interpreter's, else
+    the plan that :func:`run_planned` found to fit where the planned one did not, else the tuned
+    table's for this GPU (one configuration for both passes), else the planner's
+    (:func:`heuristic_config`)."""
+    passes = (False, True) if problem.training else (False,)
     if _forced:
-        return _forced[-1]
+        return LaunchPlan(problem, _forced[-1], _forced[-1] if problem.training else None, "forced")
     if INTERPRET:
-        return interpreter_config(problem)
-    fitted = _fitted.get((limits_of(device), problem, backward))
-    if fitted is not None:
-        return fitted
+        config = interpreter_config(problem)
+        return LaunchPlan(problem, config, config if problem.training else None, "interpreter")
     from . import tuning  # here, not at the top: tuning imports this module
 
+    limits = limits_of(device)
     tuned = tuning.lookup(problem, device)
-    if tuned is not None:
-        return tuned
-    return heuristic_config(problem, limits_of(device), backward)
+    configs, sources = [], []
+    for backward in passes:
+        fitted = _fitted.get((limits, problem, backward))
+        config = fitted or tuned or heuristic_config(problem, limits, backward)
+        configs.append(config)
+        sources.append("fitted" if fitted else "tuned" if tuned else "planned")
+    return LaunchPlan(problem, configs[0], configs[1] if problem.training else None, sources[0])
+
+
+def plan_layer(hidden: int, batch: int, dtype: torch.dtype, training: bool, bidirectional: bool,
+               device: torch.device) -> LaunchPlan:
+    """The plan of each launch of one layer: both directions of a bidirectional layer share one
+    launch when the configurations planned for that (forward, and backward when training) either
+    need no co-residency or keep both directions' programs within one program per SM; otherwise
+    each direction gets its own launch and the whole GPU."""
+    if bidirectional:
+        shared = plan_launch(Problem(hidden, batch, dtype, training, directions=2), device)
+        sms = limits_of(device).sms
+        configs = [shared.forward, shared.backward] if training else [shared.forward]
+        if not any(config.grid_synchronised(hidden) and 2 * config.num_programs > sms for config in configs):
+            return shared
+    return plan_launch(Problem(hidden, batch, dtype, training), device)
+
+
+def choose_config(problem: Problem, device: torch.device, backward: bool = False) -> PersistentConfig:
+    """The configuration of ``problem``'s forward (or ``backward``) kernel in :func:`plan_launch`."""
+    return plan_launch(problem, device).config(backward)

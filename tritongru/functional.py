@@ -133,9 +133,7 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
     if lengths is not None:
         lengths = lengths.to(device=x.device, dtype=torch.int32)
     save = _needs_grad([input, hx, *params])
-    per_launch = 1
-    if bidirectional:
-        per_launch = dispatch.directions_per_launch(H, B, x.dtype, save, x.device)
+    per_launch = dispatch.plan_layer(H, B, x.dtype, save, bidirectional, x.device).problem.directions
     h_n = []
     for layer in range(num_layers):
         outputs = []

@@ -16,18 +16,20 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from .dispatch import Problem, run_planned
+from .dispatch import Problem, plan_launch, run_planned
 from .kernels import gru_backward, gru_forward
 from .kernels.launch import accumulator_dtype
 
 
 def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run):
-    """``run(config)`` with the plan for this layer on ``gx``'s device (:func:`dispatch.run_planned`)."""
+    """``run(config)`` with the plan of this launch on ``gx``'s device (:func:`dispatch.plan_launch`,
+    :func:`dispatch.run_planned`)."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
     directions, _, hidden = w_hh.shape
-    return run_planned(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device, backward, run)
+    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device)
+    return run_planned(plan, backward, gx.device, run)
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:

@@ -49,9 +49,9 @@ import triton
 import triton.testing
 
 from . import _compat
-from .dispatch import Problem, heuristic_config, modelled_step_us, weight_budget
+from .dispatch import Problem, heuristic_config, modelled_step_us, smaller_plans, weight_budget
 from .kernels import gru_backward, gru_forward
-from .kernels.launch import PersistentConfig
+from .kernels.launch import DoesNotFit, PersistentConfig
 from .kernels.limits import DeviceLimits, device_limits
 
 FILE_ENV = "TRITONGRU_TUNING_FILE"
@@ -522,6 +522,24 @@ def _disagreement(outputs: tuple, expected: tuple) -> float:
     )
 
 
+def _untuned_run(problem: Problem, limits: DeviceLimits, inputs: dict) -> tuple[PersistentConfig, tuple]:
+    """The configuration that runs ``problem`` untuned on this GPU (the planner's, or the first
+    smaller plan whose kernel fits, as the op would take) and its result."""
+    planned = heuristic_config(problem, limits)
+    refused = []
+    for config in (planned, *smaller_plans(problem, limits, False, planned)):
+        try:
+            return config, _runner(problem, inputs, config)()
+        except DoesNotFit as error:
+            refused.append(str(error))
+        except (RuntimeError, ValueError, triton.TritonError) as error:
+            raise RuntimeError(
+                f"the untuned configuration {config.label()} of {bucket_name(bucket_key(problem))} failed its "
+                f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
+            ) from error
+    raise RuntimeError(f"no plan of {bucket_name(bucket_key(problem))} fits this GPU: {'; '.join(refused)}")
+
+
 def tune_problem(
     problem: Problem,
     device: torch.device | None = None,
@@ -537,18 +555,11 @@ def tune_problem(
         raise ValueError(f"max_configs must be >= 1, got {max_configs}")
     limits = device_limits(device.index)
     kept, pruned = prune(problem, candidate_configs(problem, limits), limits)
-    baseline = heuristic_config(problem, limits)
-    candidates = rank(problem, list(dict.fromkeys([baseline, *kept])), limits)[:max_configs]
     inputs = _random_inputs(problem, seq_len, device)
     # The baseline is what runs untuned: its result is the one every candidate must agree with,
     # and its time the one the table records next to the best.
-    try:
-        expected = _runner(problem, inputs, baseline)()
-    except (RuntimeError, ValueError, triton.TritonError) as error:
-        raise RuntimeError(
-            f"the untuned configuration {baseline.label()} of {bucket_name(bucket_key(problem))} failed its "
-            f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
-        ) from error
+    baseline, expected = _untuned_run(problem, limits, inputs)
+    candidates = list(dict.fromkeys([baseline, *rank(problem, kept, limits)]))[:max_configs]
     tolerance = AGREEMENT_TOLERANCE[problem.dtype]
     times: dict[PersistentConfig, float] = {}
     for config in candidates:
