@@ -26,8 +26,9 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype
+from .settings import barrier_timeout_us
 from .launch import (
-    Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
+    Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
     new_sync_word,
 )
 from .tiles import column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, split_sum, spread_rows

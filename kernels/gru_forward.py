@@ -38,9 +38,10 @@ from .exchange import (
     pack_initial, pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype,
 )
 from .launch import (
-    Launch, PersistentConfig, accumulator_state, barrier_timeout_us, empty_output, launch_constexprs, launch_persistent,
+    Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
     new_sync_word,
 )
+from .settings import barrier_timeout_us
 from .tiles import (
     column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, sigmoid, split_sum,
     split_sum_pair, spread_rows, tanh,

@@ -14,28 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from ._compat import INTERPRET
+from .settings import INTERPRET
 from . import stalls
 from .exchange import word_dtype
 from .limits import device_limits
-
-def barrier_timeout_us() -> int:
-    """How long one wait (at the barrier or for ready flags) may spin before the launch fails
-    (``TRITONGRU_BARRIER_TIMEOUT_MS``), in microseconds: an int32 kernel argument that the JIT does
-    not specialise, so changing it recompiles nothing."""
-    text = os.environ.get("TRITONGRU_BARRIER_TIMEOUT_MS", "2000")
-    timeout = int(float(text) * 1e3)
-    if not 0 < timeout < 2**31:
-        raise ValueError(f"TRITONGRU_BARRIER_TIMEOUT_MS must lie in (0, 2147483] milliseconds, got {text}")
-    return timeout
-
 
 EXCHANGES = ("barrier", "flags")
 

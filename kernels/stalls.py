@@ -23,27 +23,18 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
-import os
 import warnings
 
 import torch
 
-MODES = ("async", "eager", "0")
+from . import settings
+
 # Copies in flight per device before a launch waits for the oldest (the host far ahead of the GPU).
 MAX_PENDING = 1024
 
 
 class StallError(RuntimeError):
     """A synchronised launch gave up waiting for its programs: its results are invalid."""
-
-
-def stall_check_mode() -> str:
-    mode = os.environ.get("TRITONGRU_STALL_CHECK", "async")
-    if mode == "1":
-        return "async"
-    if mode not in MODES:
-        raise ValueError(f"TRITONGRU_STALL_CHECK must be one of {MODES}, got {mode!r}")
-    return mode
 
 
 @dataclasses.dataclass
@@ -59,7 +50,7 @@ _pending: dict[torch.device, collections.deque[_Watched]] = collections.defaultd
 def watch(sync: torch.Tensor, what: str) -> None:
     """Report a stall of the launch just enqueued, whose ``[counter, error]`` word is ``sync``
     (``what`` names it in the error)."""
-    mode = stall_check_mode()
+    mode = settings.stall_check_mode()
     if mode == "0":
         return
     if mode == "eager" or sync.device.type != "cuda":
@@ -109,10 +100,9 @@ def _raise_if_stalled(error: int, what: str, later: bool = False, pending=None) 
     if pending is not None:
         # The launches behind a stalled one on the same device ran on fresh words; report the first.
         pending.clear()
-    from .launch import barrier_timeout_us  # the timeout's setting lives with the launcher
 
     raise StallError(
-        f"{what}: a program waited longer than {barrier_timeout_us() / 1e3:.0f} ms "
+        f"{what}: a program waited longer than {settings.barrier_timeout_us() / 1e3:.0f} ms "
         "(TRITONGRU_BARRIER_TIMEOUT_MS) for the other programs of its grid; another process may be occupying SMs. "
         + ("That launch's results, and everything computed from them since, are invalid. "
            if later else "The results of this call are invalid. ")

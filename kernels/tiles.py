@@ -28,7 +28,7 @@ both kernels works in that shape, with :func:`column_offsets` giving each elemen
 import triton
 import triton.language as tl
 
-from ._compat import INTERPRET
+from .settings import INTERPRET
 
 # Triton's interpreter (3.6 and 3.9 alike) computes a tl.dot of bf16 operands wrongly: a 16 x 16
 # product is off by ~1e10. Widened to fp32 first, every product of two bf16 values is exact and the

@@ -36,6 +36,7 @@ from tritongru import _compat, environment
 from tritongru.dispatch import Problem, limits_of, modelled_step_us, plan_launch, plan_layer
 from tritongru.kernels.gru_forward import forward_launch
 from tritongru.kernels.launch import launch_persistent
+from tritongru.kernels.settings import STALL_CHECK_ENV
 
 from . import instrumented, machine
 from .measure import time_call
@@ -64,7 +65,6 @@ VARIANTS = {
     "two-directions-two-launches": Variant(vs=None, directions=2, launches=2),
     "two-directions-one-launch": Variant(vs="two-directions-two-launches", directions=2),
 }
-STALL_CHECK_ENV = "TRITONGRU_STALL_CHECK"
 KEY = ["gpu", "commit", "dtype", "seq_len", "batch", "hidden", "variant"]
 
 

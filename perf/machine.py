@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
 import torch
 
 from tritongru import environment
+from tritongru.kernels import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU_INTERPRETER = "cpu-interpreter"
@@ -24,7 +24,6 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True).stdout
 
 
-REVISION_ENV = "TRITONGRU_SOURCE_REVISION"
 
 
 def source_revision() -> str:
@@ -34,8 +33,8 @@ def source_revision() -> str:
     ``$TRITONGRU_SOURCE_REVISION`` overrides it, for copies of the tree without ``.git`` (a GPU
     machine that receives the working tree only).
     """
-    if os.environ.get(REVISION_ENV):
-        return os.environ[REVISION_ENV]
+    if settings.source_revision():
+        return settings.source_revision()
     try:
         commit = _git("rev-parse", "--short=12", "HEAD").strip()
         diff = _git("diff", "HEAD")

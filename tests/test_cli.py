@@ -10,6 +10,7 @@ import torch
 
 from tritongru import __main__ as cli
 from tritongru import tuning
+from tritongru.kernels import settings
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 
@@ -36,7 +37,7 @@ def test_bad_argument_is_a_usage_error(capsys):
 
 
 def test_info(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv(tuning.FILE_ENV, str(tmp_path / "tuning.json"))
+    monkeypatch.setenv(settings.TUNING_FILE_ENV, str(tmp_path / "tuning.json"))
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     import triton

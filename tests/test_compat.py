@@ -54,3 +54,20 @@ def test_fp32_dot_precision_follows_torch(monkeypatch):
     assert _compat.fp32_dot_precision() == "tf32"
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     assert _compat.fp32_dot_precision() == "tf32x3"
+
+
+def test_environment_is_read_in_one_module_and_listed_in_the_readme():
+    """Every variable tritongru reads is read by ``kernels/settings.py`` and documented in the
+    README's table; no other module of the package, the kernels or the perf suite reads one."""
+    from pathlib import Path
+
+    from tritongru.kernels import settings
+
+    root = Path(__file__).resolve().parents[1]
+    reading = re.compile(r"os\.environ\.get|os\.getenv|os\.environ\[")
+    readers = [path.relative_to(root).as_posix() for folder in ("tritongru", "kernels", "perf")
+               for path in (root / folder).rglob("*.py") if reading.search(path.read_text(encoding="utf-8"))]
+    assert readers == ["kernels/settings.py"]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for name in settings.VARIABLES:
+        assert f"| `{name}` |" in readme, name

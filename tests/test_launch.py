@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from tritongru.kernels import launch, stalls
+from tritongru.kernels import launch, settings, stalls
 from tritongru.kernels.launch import Launch, PersistentConfig
 from tritongru.kernels.limits import arch_limits
 
@@ -113,7 +113,7 @@ def test_kernels_without_synchronisation_launch_plainly(compiled_mode):
 def test_timeout_outside_int32_microseconds_is_refused(monkeypatch):
     monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "3000000")
     with pytest.raises(ValueError, match=r"must lie in \(0, 2147483\] milliseconds, got 3000000"):
-        launch.barrier_timeout_us()
+        settings.barrier_timeout_us()
 
 
 class FakeEvent:

@@ -15,6 +15,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
 from tritongru import __main__ as cli  # noqa: E402
+from tritongru.kernels import settings  # noqa: E402
 
 cli._load_perf()  # puts the checkout's perf/ on the path
 
@@ -154,10 +155,10 @@ def test_targets_verdicts():
 
 
 def test_source_revision(monkeypatch):
-    monkeypatch.delenv(machine.REVISION_ENV, raising=False)
+    monkeypatch.delenv(settings.SOURCE_REVISION_ENV, raising=False)
     revision = machine.source_revision()
     assert revision == "unknown" or len(revision.split("+")[0]) == 12
-    monkeypatch.setenv(machine.REVISION_ENV, "abc123")
+    monkeypatch.setenv(settings.SOURCE_REVISION_ENV, "abc123")
     assert machine.source_revision() == "abc123"
 
 

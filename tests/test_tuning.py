@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tritongru import dispatch, tuning
+from tritongru.kernels import settings
 from tritongru.dispatch import Problem
 from tritongru.kernels.launch import DoesNotFit, PersistentConfig
 
@@ -30,8 +31,8 @@ def tables(tmp_path, monkeypatch):
     user = tmp_path / "cache" / "tuning.json"
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    monkeypatch.setenv(tuning.FILE_ENV, str(user))
-    monkeypatch.delenv(tuning.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setenv(settings.TUNING_FILE_ENV, str(user))
+    monkeypatch.delenv(settings.AUTOTUNE_ENV, raising=False)
     monkeypatch.setattr(tuning, "shipped_tables", lambda: sorted(shipped.glob("*.json")))
     monkeypatch.setattr(tuning, "device_identity", lambda device: H200)
     tuning.clear_cache()
@@ -137,15 +138,15 @@ def test_gpu_key_holds_name_sms_capability_and_triton():
 
 
 def test_tuning_file_location(monkeypatch, tmp_path):
-    for name in (tuning.FILE_ENV, tuning.CACHE_DIR_ENV, "XDG_CACHE_HOME"):
+    for name in (settings.TUNING_FILE_ENV, settings.CACHE_DIR_ENV, "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
-    assert tuning.tuning_file() == Path.home() / ".cache" / "tritongru" / "tuning.json"
+    assert settings.tuning_file() == Path.home() / ".cache" / "tritongru" / "tuning.json"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert tuning.tuning_file() == tmp_path / "xdg" / "tritongru" / "tuning.json"
-    monkeypatch.setenv(tuning.CACHE_DIR_ENV, str(tmp_path / "dir"))
-    assert tuning.tuning_file() == tmp_path / "dir" / "tuning.json"
-    monkeypatch.setenv(tuning.FILE_ENV, str(tmp_path / "exact.json"))
-    assert tuning.tuning_file() == tmp_path / "exact.json"
+    assert settings.tuning_file() == tmp_path / "xdg" / "tritongru" / "tuning.json"
+    monkeypatch.setenv(settings.CACHE_DIR_ENV, str(tmp_path / "dir"))
+    assert settings.tuning_file() == tmp_path / "dir" / "tuning.json"
+    monkeypatch.setenv(settings.TUNING_FILE_ENV, str(tmp_path / "exact.json"))
+    assert settings.tuning_file() == tmp_path / "exact.json"
 
 
 # -- tables ------------------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def test_tuning_refuses_without_gpu(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_autotune_on_a_miss_without_gpu_warns_once(tables, monkeypatch):
-    monkeypatch.setenv(tuning.AUTOTUNE_ENV, "1")
+    monkeypatch.setenv(settings.AUTOTUNE_ENV, "1")
     problem = Problem(256, 16, torch.bfloat16, False)
     with pytest.warns(RuntimeWarning, match="TRITONGRU_AUTOTUNE=1 could not tune h256_b16_bfloat16_d1_infer"):
         assert tuning.lookup(problem, CUDA) is None

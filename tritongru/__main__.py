@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import _compat, environment, tuning
+from .kernels import settings
 from .accuracy import DTYPES, MODES
 
 
@@ -57,7 +58,7 @@ def cmd_info(args: argparse.Namespace, argv: list[str]) -> int:
     if not tuning.shipped_tables():
         print("  shipped tables: none")
     print(f"tuned table that applies: {', '.join(applies) if applies else 'none (heuristic configurations)'}")
-    print(f"{tuning.AUTOTUNE_ENV}: {'1 (tunes on a miss)' if tuning.autotune_enabled() else 'off'}")
+    print(f"{settings.AUTOTUNE_ENV}: {'1 (tunes on a miss)' if settings.autotune_enabled() else 'off'}")
     return 0
 
 
@@ -72,7 +73,7 @@ def _rerun_under_interpreter(argv: list[str]) -> int | None:
         return None
     print("no CUDA GPU here: running again with TRITON_INTERPRET=1 (Triton kernels on the CPU interpreter)",
           file=sys.stderr, flush=True)
-    return subprocess.call([sys.executable, "-m", "tritongru", *argv], env={**os.environ, "TRITON_INTERPRET": "1"})
+    return subprocess.call([sys.executable, "-m", "tritongru", *argv], env={**os.environ, settings.INTERPRET_ENV: "1"})
 
 
 def _load_perf():
@@ -153,7 +154,7 @@ def cmd_tune(args: argparse.Namespace, argv: list[str]) -> int:
         training=[mode == "training" for mode in (args.mode or ["inference", "training"])],
         directions=args.directions or [1],
     )
-    path = Path(args.out) if args.out else tuning.tuning_file()
+    path = Path(args.out) if args.out else settings.tuning_file()
     print(f"tuning {len(problems)} problems on {torch.cuda.get_device_name(device)} (T={args.seq_len}, "
           f"at most {args.max_configs} configs each) -> {path}")
     try:
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="tune launch configurations on this GPU and save them (exit code 2 without a GPU)",
         description="Time pruned launch configurations per shape bucket on this GPU and save the fastest to the "
-                    f"tuning file (${tuning.FILE_ENV}, ${tuning.CACHE_DIR_ENV}/tuning.json or ~/.cache/tritongru/tuning.json).",
+                    f"tuning file (${settings.TUNING_FILE_ENV}, ${settings.CACHE_DIR_ENV}/tuning.json or ~/.cache/tritongru/tuning.json).",
     )
     tune.add_argument("--hidden", nargs="+", action="extend", type=_positive_int, metavar="H", help=f"hidden sizes (default {' '.join(map(str, tuning.DEFAULT_HIDDENS))})")
     tune.add_argument("--batch", nargs="+", action="extend", type=_positive_int, metavar="B", help=f"batch sizes (default {' '.join(map(str, tuning.DEFAULT_BATCHES))})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels._compat import INTERPRET
+from .kernels.settings import INTERPRET
 
 
 def fp32_dot_precision() -> str:

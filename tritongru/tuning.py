@@ -51,12 +51,10 @@ import triton.testing
 from . import _compat
 from .dispatch import Problem, heuristic_config, modelled_step_us, smaller_plans, weight_budget
 from .kernels import gru_backward, gru_forward
+from .kernels import settings
 from .kernels.launch import DoesNotFit, PersistentConfig
 from .kernels.limits import DeviceLimits, device_limits
 
-FILE_ENV = "TRITONGRU_TUNING_FILE"
-CACHE_DIR_ENV = "TRITONGRU_CACHE_DIR"
-AUTOTUNE_ENV = "TRITONGRU_AUTOTUNE"
 FORMAT = "tritongru-tuning"
 FORMAT_VERSION = 1
 
@@ -147,19 +145,6 @@ def parse_bucket_name(name: str) -> BucketKey:
 
 # --------------------------------------------------------------------------------------------------
 # Files
-
-
-def tuning_file() -> Path:
-    """The user's tuning file: ``$TRITONGRU_TUNING_FILE``, else ``$TRITONGRU_CACHE_DIR/tuning.json``,
-    else ``tritongru/tuning.json`` under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    explicit = os.environ.get(FILE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    cache_dir = os.environ.get(CACHE_DIR_ENV)
-    if cache_dir:
-        return Path(cache_dir).expanduser() / "tuning.json"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "tritongru" / "tuning.json"
 
 
 def shipped_tables() -> list[Path]:
@@ -272,7 +257,7 @@ def _load_file(path: Path, tables: dict[str, dict[BucketKey, PersistentConfig]])
 
 def tables() -> dict[str, dict[BucketKey, PersistentConfig]]:
     """All configs this process looks up: shipped tables, then the user's file on top; loaded once."""
-    user = tuning_file()
+    user = settings.tuning_file()
     if user not in _loaded:
         merged: dict[str, dict[BucketKey, PersistentConfig]] = {}
         for path in [*shipped_tables(), user]:
@@ -288,10 +273,6 @@ def clear_cache() -> None:
     _failed_autotune.clear()
 
 
-def autotune_enabled() -> bool:
-    return os.environ.get(AUTOTUNE_ENV, "0") == "1"
-
-
 def lookup(problem: Problem, device: torch.device) -> PersistentConfig | None:
     """The tuned configuration of ``problem`` on ``device``, or None when no table has one.
 
@@ -303,7 +284,7 @@ def lookup(problem: Problem, device: torch.device) -> PersistentConfig | None:
     identity = device_identity(device)
     key = bucket_key(problem)
     config = tables().get(identity.key, {}).get(key)
-    if config is None and autotune_enabled() and (identity.key, key) not in _failed_autotune:
+    if config is None and settings.autotune_enabled() and (identity.key, key) not in _failed_autotune:
         config = _autotune_on_miss(problem, device, identity, key)
     return config
 
@@ -316,12 +297,12 @@ def _autotune_on_miss(problem, device, identity, key) -> PersistentConfig | None
         result = tune_problem(problem, device)
     except (RuntimeError, ValueError) as error:
         _failed_autotune.add((identity.key, key))
-        warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 could not tune {bucket_name(key)}: {error}", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"tritongru: {settings.AUTOTUNE_ENV}=1 could not tune {bucket_name(key)}: {error}", RuntimeWarning, stacklevel=4)
         return None
     try:
-        save_results([result], tuning_file())
+        save_results([result], settings.tuning_file())
     except (ValueError, OSError) as error:
-        warnings.warn(f"tritongru: {AUTOTUNE_ENV}=1 tuned {bucket_name(key)} but could not save it: {error}", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"tritongru: {settings.AUTOTUNE_ENV}=1 tuned {bucket_name(key)} but could not save it: {error}", RuntimeWarning, stacklevel=4)
     # Kept for this process whether or not the file could be written.
     tables().setdefault(identity.key, {})[key] = result.config
     return result.config
@@ -588,7 +569,7 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
 
     Refuses (:class:`ForeignFileError`) to replace a file that is not a tritongru tuning table.
     """
-    path = tuning_file() if path is None else Path(path)
+    path = settings.tuning_file() if path is None else Path(path)
     with _exclusive(path):
         try:
             document = read_document(path)
@@ -689,7 +670,7 @@ def describe_tables(gpu_key: str | None) -> list[dict]:
     """Each table file this process reads (shipped, then the user's): its path, whether it loads,
     and how many entries it holds for ``gpu_key``; for ``tritongru info``."""
     described = []
-    for kind, path in [*(("shipped", path) for path in shipped_tables()), ("user", tuning_file())]:
+    for kind, path in [*(("shipped", path) for path in shipped_tables()), ("user", settings.tuning_file())]:
         entry = {"kind": kind, "path": path, "status": "ok", "entries_here": 0}
         try:
             document = read_document(path)
