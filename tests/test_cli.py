@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tritongru import __main__ as cli
-from tritongru import tuning
+from tritongru import tuned, tuning
 from tritongru.kernels import settings
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
@@ -66,7 +66,7 @@ def test_tune_names_the_directions_it_takes(capsys):
 def test_problem_set_covers_directions_per_launch():
     problems = tuning.problem_set(hiddens=[256], batches=[16], training=[False], directions=[1, 2])
     assert [p.directions for p in problems] == [1, 2]
-    assert {tuning.bucket_name(tuning.bucket_key(p)) for p in problems} == {
+    assert {tuned.bucket_name(tuned.bucket_key(p)) for p in problems} == {
         "h256_b16_bfloat16_d1_infer", "h256_b16_bfloat16_d2_infer"}
 
 

@@ -91,9 +91,9 @@ def on_an_a10(monkeypatch):
     monkeypatch.setattr(dispatch, "limits_of", lambda device: known_gpu("a10").limits)
     monkeypatch.setattr(dispatch, "_device_name", lambda device: "NVIDIA A10")
     monkeypatch.setattr(dispatch, "_fitted", {})
-    from tritongru import tuning
+    from tritongru import tuned
 
-    monkeypatch.setattr(tuning, "lookup", lambda problem, device: None)
+    monkeypatch.setattr(tuned, "lookup", lambda problem, device: None)
 
 
 def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypatch):

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tritongru import dispatch, tuning
+from tritongru import dispatch, tuned, tuning
 from tritongru.kernels import settings
 from tritongru.dispatch import Problem
 from tritongru.kernels.launch import DoesNotFit, PersistentConfig
 
-H200 = tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.6.0")
+H200 = tuned.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.6.0")
 CUDA = torch.device("cuda", 0)
 LIMITS = dispatch.H200
 TUNED = PersistentConfig(block_b=32, block_h=32, block_k=64, num_programs=16, num_warps=8, num_stages=1, resident=True)
@@ -33,11 +33,11 @@ def tables(tmp_path, monkeypatch):
     shipped.mkdir()
     monkeypatch.setenv(settings.TUNING_FILE_ENV, str(user))
     monkeypatch.delenv(settings.AUTOTUNE_ENV, raising=False)
-    monkeypatch.setattr(tuning, "shipped_tables", lambda: sorted(shipped.glob("*.json")))
-    monkeypatch.setattr(tuning, "device_identity", lambda device: H200)
-    tuning.clear_cache()
+    monkeypatch.setattr(tuned, "shipped_tables", lambda: sorted(shipped.glob("*.json")))
+    monkeypatch.setattr(tuned, "device_identity", lambda device: H200)
+    tuned.clear_cache()
     yield SimpleNamespace(user=user, shipped=shipped)
-    tuning.clear_cache()
+    tuned.clear_cache()
 
 
 @pytest.fixture
@@ -117,24 +117,24 @@ def test_ready_flags_are_candidates_where_the_dtype_allows(dtype):
 
 @pytest.mark.parametrize("batch, bucket", [(1, 1), (10, 16), (16, 16), (17, 32), (256, 256)])
 def test_batch_bucket_is_next_power_of_two(batch, bucket):
-    assert tuning.batch_bucket(batch) == bucket
+    assert tuned.batch_bucket(batch) == bucket
 
 
 def test_bucket_key_and_name_round_trip():
-    key = tuning.bucket_key(Problem(256, 10, torch.bfloat16, True, directions=2))
+    key = tuned.bucket_key(Problem(256, 10, torch.bfloat16, True, directions=2))
     assert key == (256, 16, "bfloat16", 2, True)
-    assert tuning.bucket_name(key) == "h256_b16_bfloat16_d2_train"
-    assert tuning.parse_bucket_name("h256_b16_bfloat16_d2_train") == key
+    assert tuned.bucket_name(key) == "h256_b16_bfloat16_d2_train"
+    assert tuned.parse_bucket_name("h256_b16_bfloat16_d2_train") == key
     with pytest.raises(ValueError, match="must look like"):
-        tuning.parse_bucket_name("h256-b16")
+        tuned.parse_bucket_name("h256-b16")
     with pytest.raises(ValueError, match="unknown dtype 'float7'"):
-        tuning.parse_bucket_name("h256_b16_float7_d1_infer")
+        tuned.parse_bucket_name("h256_b16_float7_d1_infer")
 
 
 def test_gpu_key_holds_name_sms_capability_and_triton():
     assert H200.key == "NVIDIA H200|sm_90|132SMs|triton-3.6.0"
-    assert tuning.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0").key != H200.key
-    assert tuning.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.9.0").key != H200.key
+    assert tuned.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0").key != H200.key
+    assert tuned.GPUIdentity("NVIDIA H200", 132, (9, 0), "3.9.0").key != H200.key
 
 
 def test_tuning_file_location(monkeypatch, tmp_path):
@@ -153,14 +153,14 @@ def test_tuning_file_location(monkeypatch, tmp_path):
 
 
 def test_saved_config_is_found_for_its_bucket_only(tables):
-    tuning.save_results([result(Problem(256, 10, torch.bfloat16, False), TUNED)])
-    assert tuning.lookup(Problem(256, 12, torch.bfloat16, False), CUDA) == TUNED  # same bucket: 16
-    assert tuning.lookup(Problem(256, 17, torch.bfloat16, False), CUDA) is None
-    assert tuning.lookup(Problem(256, 12, torch.bfloat16, True), CUDA) is None
-    assert tuning.lookup(Problem(256, 12, torch.float16, False), CUDA) is None
-    assert tuning.lookup(Problem(256, 12, torch.bfloat16, False), torch.device("cpu")) is None
+    tuned.save_results([result(Problem(256, 10, torch.bfloat16, False), TUNED)])
+    assert tuned.lookup(Problem(256, 12, torch.bfloat16, False), CUDA) == TUNED  # same bucket: 16
+    assert tuned.lookup(Problem(256, 17, torch.bfloat16, False), CUDA) is None
+    assert tuned.lookup(Problem(256, 12, torch.bfloat16, True), CUDA) is None
+    assert tuned.lookup(Problem(256, 12, torch.float16, False), CUDA) is None
+    assert tuned.lookup(Problem(256, 12, torch.bfloat16, False), torch.device("cpu")) is None
     document = json.loads(tables.user.read_text())
-    assert document["format"] == tuning.FORMAT and document["version"] == tuning.FORMAT_VERSION
+    assert document["format"] == tuned.FORMAT and document["version"] == tuned.FORMAT_VERSION
     entry = document["devices"][H200.key]["entries"]["h256_b16_bfloat16_d1_infer"]
     assert entry["config"] == {
         "block_b": 32, "block_h": 32, "block_k": 64, "num_programs": 16, "num_warps": 8, "num_stages": 1, "resident": True,
@@ -170,29 +170,29 @@ def test_saved_config_is_found_for_its_bucket_only(tables):
 
 
 def test_results_of_another_gpu_do_not_apply(tables, monkeypatch):
-    h100 = tuning.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0")
-    tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED, identity=h100)])
-    assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+    h100 = tuned.GPUIdentity("NVIDIA H100 80GB HBM3", 132, (9, 0), "3.6.0")
+    tuned.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED, identity=h100)])
+    assert tuned.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
 
 
 def test_user_table_overrides_shipped_table(tables):
     problem = Problem(512, 64, torch.bfloat16, True)
-    tuning.save_results([result(problem, OTHER)], tables.shipped / "nvidia-h200.json")
-    assert tuning.lookup(problem, CUDA) == OTHER
-    tuning.save_results([result(problem, TUNED)])
-    assert tuning.lookup(problem, CUDA) == TUNED
+    tuned.save_results([result(problem, OTHER)], tables.shipped / "nvidia-h200.json")
+    assert tuned.lookup(problem, CUDA) == OTHER
+    tuned.save_results([result(problem, TUNED)])
+    assert tuned.lookup(problem, CUDA) == TUNED
 
 
 def test_failed_write_leaves_the_old_file_whole(tables, monkeypatch):
-    tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
+    tuned.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
     before = tables.user.read_bytes()
 
     def broken_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tuning.os, "replace", broken_replace)
+    monkeypatch.setattr(tuned.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        tuning.save_results([result(Problem(512, 16, torch.bfloat16, False), OTHER)])
+        tuned.save_results([result(Problem(512, 16, torch.bfloat16, False), OTHER)])
     assert tables.user.read_bytes() == before
     # No temporary file left behind (the lock file that serialises writers stays).
     assert sorted(path.name for path in tables.user.parent.iterdir()) == ["tuning.json", "tuning.json.lock"]
@@ -203,7 +203,7 @@ def test_damaged_file_is_ignored_with_a_warning(tables, on_gpu_path):
     tables.user.write_bytes(b'{"format": "tritongru-tuning", "devic\x00\xff')
     problem = Problem(256, 16, torch.bfloat16, False)
     with pytest.warns(RuntimeWarning, match=f"ignoring tuning table {tables.user}"):
-        assert tuning.lookup(problem, CUDA) is None
+        assert tuned.lookup(problem, CUDA) is None
     assert dispatch.choose_config(problem, CUDA) == dispatch.heuristic_config(problem, LIMITS)
 
 
@@ -211,17 +211,17 @@ def test_foreign_json_is_ignored_and_never_overwritten(tables):
     tables.user.parent.mkdir(parents=True)
     tables.user.write_text('{"some": "other tool"}')
     with pytest.warns(RuntimeWarning, match="not a tritongru tuning table"):
-        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
-    with pytest.raises(tuning.ForeignFileError, match="refusing to overwrite"):
-        tuning.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
+        assert tuned.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+    with pytest.raises(tuned.ForeignFileError, match="refusing to overwrite"):
+        tuned.save_results([result(Problem(256, 16, torch.bfloat16, False), TUNED)])
     assert tables.user.read_text() == '{"some": "other tool"}'
 
 
 def test_other_format_version_is_ignored(tables):
     tables.user.parent.mkdir(parents=True)
-    tables.user.write_text(json.dumps({"format": tuning.FORMAT, "version": 99, "devices": {}}))
+    tables.user.write_text(json.dumps({"format": tuned.FORMAT, "version": 99, "devices": {}}))
     with pytest.warns(RuntimeWarning, match="format version 99"):
-        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
+        assert tuned.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) is None
 
 
 def test_bad_entries_are_skipped_and_good_ones_kept(tables):
@@ -238,33 +238,33 @@ def test_bad_entries_are_skipped_and_good_ones_kept(tables):
         "h256_b16_bfloat16_d1_train": {"config": {**good, "exchange": "flags"}},
     }
     tables.user.parent.mkdir(parents=True)
-    tables.user.write_text(json.dumps({"format": tuning.FORMAT, "version": tuning.FORMAT_VERSION,
+    tables.user.write_text(json.dumps({"format": tuned.FORMAT, "version": tuned.FORMAT_VERSION,
                                        "devices": {H200.key: {"entries": entries}}}))
     with pytest.warns(RuntimeWarning) as caught:
-        assert tuning.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) == PersistentConfig(**good)
+        assert tuned.lookup(Problem(256, 16, torch.bfloat16, False), CUDA) == PersistentConfig(**good)
     messages = " ".join(str(warning.message) for warning in caught)
     for expected in ("must look like", "block_b must be int, got '16'", "num_warps must be int, got True",
                      "got 24", "config fields must be", "exchange must be one of ('barrier', 'flags'), got 'sideways'",
                      "exchange must be str, got 1"):
         assert expected in messages
     for batch in (32, 64, 128, 256, 512, 1024):
-        assert tuning.lookup(Problem(256, batch, torch.bfloat16, False), CUDA) is None
+        assert tuned.lookup(Problem(256, batch, torch.bfloat16, False), CUDA) is None
     flags = PersistentConfig(**good, exchange="flags")
-    assert tuning.lookup(Problem(256, 16, torch.bfloat16, True), CUDA) == flags
+    assert tuned.lookup(Problem(256, 16, torch.bfloat16, True), CUDA) == flags
 
 
 def test_lookup_is_loaded_once_and_fast(tables, monkeypatch):
     problem = Problem(256, 16, torch.bfloat16, False)
-    tuning.save_results([result(problem, TUNED)])
-    assert tuning.lookup(problem, CUDA) == TUNED
+    tuned.save_results([result(problem, TUNED)])
+    assert tuned.lookup(problem, CUDA) == TUNED
 
     def no_reads(path):
         raise AssertionError("a lookup read the file again")
 
-    monkeypatch.setattr(tuning, "read_document", no_reads)
+    monkeypatch.setattr(tuned, "read_document", no_reads)
     start = time.perf_counter()
     for _ in range(2000):
-        assert tuning.lookup(problem, CUDA) == TUNED
+        assert tuned.lookup(problem, CUDA) == TUNED
     assert (time.perf_counter() - start) / 2000 < 100e-6
 
 
@@ -274,7 +274,7 @@ def test_lookup_is_loaded_once_and_fast(tables, monkeypatch):
 def test_choose_config_prefers_forced_then_tuned_then_heuristic(tables, on_gpu_path):
     tuned_problem = Problem(256, 16, torch.bfloat16, False)
     untuned = Problem(512, 16, torch.bfloat16, False)
-    tuning.save_results([result(tuned_problem, TUNED)])
+    tuned.save_results([result(tuned_problem, TUNED)])
     assert dispatch.choose_config(tuned_problem, CUDA) == TUNED
     assert dispatch.choose_config(untuned, CUDA) == dispatch.heuristic_config(untuned, LIMITS)
     with dispatch.force_config(OTHER):
@@ -284,7 +284,7 @@ def test_choose_config_prefers_forced_then_tuned_then_heuristic(tables, on_gpu_p
 def test_interpreter_ignores_tables(tables, monkeypatch):
     monkeypatch.setattr(dispatch, "INTERPRET", True)
     problem = Problem(256, 16, torch.float32, False)
-    tuning.save_results([result(problem, TUNED)])
+    tuned.save_results([result(problem, TUNED)])
     assert dispatch.choose_config(problem, torch.device("cpu")) == dispatch.interpreter_config(problem)
 
 
@@ -316,8 +316,8 @@ def test_tune_problem_times_ranked_candidates_and_drops_wrong_ones(tables, monke
     assert found.config == fast and found.median_ms == 3.0 and found.heuristic_ms == 5.0
     assert found.timed == 3
     assert any(config == wrong and "differs from the heuristic's" in reason for config, reason in found.pruned)
-    tuning.save_results([found])
-    assert tuning.lookup(problem, CUDA) == fast
+    tuned.save_results([found])
+    assert tuned.lookup(problem, CUDA) == fast
 
 
 # -- no GPU ------------------------------------------------------------------------------------------
@@ -338,17 +338,17 @@ def test_autotune_on_a_miss_without_gpu_warns_once(tables, monkeypatch):
     monkeypatch.setenv(settings.AUTOTUNE_ENV, "1")
     problem = Problem(256, 16, torch.bfloat16, False)
     with pytest.warns(RuntimeWarning, match="TRITONGRU_AUTOTUNE=1 could not tune h256_b16_bfloat16_d1_infer"):
-        assert tuning.lookup(problem, CUDA) is None
+        assert tuned.lookup(problem, CUDA) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert tuning.lookup(problem, CUDA) is None
+        assert tuned.lookup(problem, CUDA) is None
     assert not tables.user.exists()
 
 
 def _save_many(path: str, worker: int, rounds: int) -> None:
     for i in range(rounds):
         problem = Problem(64 * (worker + 1), 2**i, torch.float32, False)
-        tuning.save_results([result(problem, TUNED)], Path(path))
+        tuned.save_results([result(problem, TUNED)], Path(path))
 
 
 def test_concurrent_writers_keep_the_file_whole_and_every_entry(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import _compat, environment, tuning
+from . import _compat, environment, tuned, tuning
 from .kernels import settings
 from .accuracy import DTYPES, MODES
 
@@ -43,19 +43,19 @@ def cmd_info(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"GPU: {facts['gpu']} ({device}), {facts['sm_count']} SMs, compute capability {facts['capability']}, "
               f"{shared // 1024 if shared else '?'} KiB shared memory per block (opt-in), {facts['memory_gib']} GiB, "
               f"driver {facts['driver']}")
-        gpu_key = tuning.device_identity(device).key
+        gpu_key = tuned.device_identity(device).key
     else:
         print(f"GPU: none (torch.cuda.is_available() is {torch.cuda.is_available()})")
     can_run, why = _compat.kernels_can_run(device)
     print(f"kernels on {device}: {'can run' if can_run else 'cannot run: ' + why}")
     print(f"tuning key: {gpu_key or 'n/a (no GPU)'}")
     applies = []
-    for table in tuning.describe_tables(gpu_key):
+    for table in tuned.describe_tables(gpu_key):
         print(f"  {table['kind']} table {table['path']}: {table['status']}"
               + (f", {table['entries_here']} entries for this GPU" if gpu_key else ""))
         if table["entries_here"]:
             applies.append(str(table["path"]))
-    if not tuning.shipped_tables():
+    if not tuned.shipped_tables():
         print("  shipped tables: none")
     print(f"tuned table that applies: {', '.join(applies) if applies else 'none (heuristic configurations)'}")
     print(f"{settings.AUTOTUNE_ENV}: {'1 (tunes on a miss)' if settings.autotune_enabled() else 'off'}")
@@ -160,7 +160,7 @@ def cmd_tune(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         results = tuning.tune(problems, device, path=path, seq_len=args.seq_len, max_configs=args.max_configs,
                               time_budget_s=args.time_budget)
-    except tuning.ForeignFileError as error:
+    except tuned.ForeignFileError as error:
         raise CLIError(str(error)) from error
     print(f"tuned {len(results)} of {len(problems)} problems; saved to {path}")
     return 0

@@ -25,6 +25,7 @@ from typing import TypeVar
 import torch
 import triton
 
+from . import tuned
 from ._compat import INTERPRET
 from .hardware import KNOWN_GPUS
 from .kernels.launch import DoesNotFit, PersistentConfig, resident_bytes_per_weight
@@ -355,16 +356,14 @@ def plan_launch(problem: Problem, device: torch.device) -> LaunchPlan:
     if INTERPRET:
         config = interpreter_config(problem)
         return LaunchPlan(problem, config, config if problem.training else None, "interpreter")
-    from . import tuning  # here, not at the top: tuning imports this module
-
     limits = limits_of(device)
-    tuned = tuning.lookup(problem, device)
+    tuned_config = tuned.lookup(problem, device)
     configs, sources = [], []
     for backward in passes:
         fitted = _fitted.get((limits, problem, backward))
-        config = fitted or tuned or heuristic_config(problem, limits, backward)
+        config = fitted or tuned_config or heuristic_config(problem, limits, backward)
         configs.append(config)
-        sources.append("fitted" if fitted else "tuned" if tuned else "planned")
+        sources.append("fitted" if fitted else "tuned" if tuned_config else "planned")
     return LaunchPlan(problem, configs[0], configs[1] if problem.training else None, sources[0])
 
 
