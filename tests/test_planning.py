@@ -128,3 +128,11 @@ def test_a_forced_configuration_is_never_replaced(on_an_a10):
     with force_config(forced), pytest.raises(PlanError, match="the forced configuration does not fit"):
         dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(True, ran))
     assert ran == []
+
+
+def test_default_tiles_cap_registers_for_one_program_per_sm():
+    """Off the plan table (every GPU but sm_90) the tiles cap registers at 255: ptxas otherwise
+    aims at several programs per SM and spills resident tiles (compile-report, sm_80-sm_120)."""
+    for gpu in ("a100", "a10", "b200"):
+        config = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), known_gpu(gpu).limits)
+        assert config.max_registers == 255 and config.num_programs <= known_gpu(gpu).sms

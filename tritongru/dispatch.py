@@ -181,13 +181,17 @@ def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
     """Tiles for a shape the plan table does not cover: eight warps splitting the reduction
     (:func:`split_among_warps` fits the split), in the longest chunk or, where that does not
     divide the reduction, the longest that does, down to 64: padded chunks hold zeros in shared
-    memory and multiply them (H=768 in 1024-deep chunks takes a third more than it needs)."""
+    memory and multiply them (H=768 in 1024-deep chunks takes a third more than it needs).
+
+    Registers are capped at 255, not left to ptxas: without a cap it aims at several programs per
+    SM (64-128 registers) and spills 8-16 bytes of resident tiles on sm_80-sm_120, while the
+    planner never puts more than one program on an SM."""
     reduction = 3 * hidden if kind == "bwd" else hidden
     block_k = longest_chunk(hidden, element_size, kind)
     dividing = reduction & -reduction  # the largest power of two dividing it
     if reduction % block_k and dividing >= 64:
         block_k = dividing
-    return Tiles(num_warps=8, block_k=block_k, split_k=8, split_n=1)
+    return Tiles(num_warps=8, block_k=block_k, split_k=8, split_n=1, max_registers=255)
 
 
 # Pure in its arguments, and asked several times per call (the op, the backward, the planner of
