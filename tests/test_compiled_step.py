@@ -46,6 +46,16 @@ def test_listing_is_parsed_into_instructions_and_loops():
     assert time_loop(instructions) == (3, 13)
 
 
+def test_sm120_scheduling_annotations_are_not_operands():
+    """sm_120 listings end instructions with scoreboard and scheduling annotations."""
+    annotated = parse_sass(
+        "        /*22f0*/       HMMA.16816.F32.BF16 R40, R88, R56, RZ     &req={0}     ?WAIT15_END_GROUP; /* 0x0 */\n"
+        "        /*2300*/   @P3 BRA 0x22f0          ?trans5;           /* 0x0 */\n"
+    )
+    assert annotated[0].operands == ("R40", "R88", "R56", "RZ")
+    assert annotated[1].branch_target() == 0x22F0 and time_loop(annotated) == (0, 1)
+
+
 def test_step_counts_one_warps_pass_over_the_time_loop():
     counts = count_step(parse_sass(LISTING))
     assert counts.instructions == 11

@@ -56,6 +56,9 @@ class Instruction:
 
 
 _LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+# sm_120 listings annotate instructions with their scoreboard dependences and scheduling hints
+# (``&req={0}``, ``?WAIT15_END_GROUP``, ``?trans5``) before the semicolon: not operands.
+_ANNOTATION = re.compile(r"\s+(?:&\w+=\{[^}]*\}|\?\w+)")
 
 
 def parse_sass(text: str) -> list[Instruction]:
@@ -65,7 +68,7 @@ def parse_sass(text: str) -> list[Instruction]:
         match = _LINE.match(line)
         if match is None:
             continue
-        address, body = int(match.group(1), 16), match.group(2).strip()
+        address, body = int(match.group(1), 16), _ANNOTATION.sub("", match.group(2)).strip()
         predicate = ""
         if body.startswith("@"):
             predicate, body = body.split(None, 1)
