@@ -136,3 +136,15 @@ def test_default_tiles_cap_registers_for_one_program_per_sm():
     for gpu in ("a100", "a10", "b200"):
         config = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), known_gpu(gpu).limits)
         assert config.max_registers == 255 and config.num_programs <= known_gpu(gpu).sms
+
+
+def test_every_priced_gpu_is_a_known_one_with_a_source_for_every_figure():
+    from tritongru.hardware import GPUS
+
+    for name, priced in GPUS.items():
+        known = known_gpu(name)
+        assert (priced.arch, priced.sms.value, priced.name) == (known.arch, known.sms, known.name)
+        assert all(figure.source for figure in priced.figures().values()), name
+    # The tensor issue rate follows the published dense peak where it is derived: the A100's
+    # 312 TFLOPS over 108 x 4 sub-partitions at 1.41 GHz is 512 FLOP per clock, 8 per m16n8k16.
+    assert GPUS["a100"].mma_issue.value == 8.0 and "derived" in GPUS["a100"].mma_issue.source

@@ -5,10 +5,12 @@ capability and SM count (the vendor's specification); the per-SM limits follow f
 capability (:func:`tritongru.kernels.limits.arch_limits`). :data:`GPUS` holds the cost model's
 figures for the GPUs it prices, every number with its source.
 
-The cost figures are starting points for a model, not measurements of this project's kernels: figures that
-others measured with micro-benchmarks, the vendor's specifications, and a few assumptions the
-model needs and nobody has measured for these kernels yet (marked ``assumed``). A GPU run of the
-perf suite is what calibrates them (``perf/NOTES.md``).
+The cost figures are starting points for a model, not measurements of this project's kernels:
+figures that others measured with micro-benchmarks, the vendor's specifications, and assumptions
+the model needs and nobody has measured for these kernels yet (marked ``assumed``; off Hopper
+most are the H200's). A GPU run of the perf suite is what calibrates them (``perf/NOTES.md``).
+B200 and RTX 5090 have no cost figures yet: their clocks and mma.sync rates are not published in
+a form this model can cite.
 """
 
 from __future__ import annotations
@@ -126,11 +128,6 @@ def _known(name: str) -> dict:
     return dict(name=known.name, arch=known.arch, sms=Figure(known.sms, known.source))
 
 
-def _known(name: str) -> dict:
-    known = KNOWN_GPUS[name]
-    return dict(name=known.name, arch=known.arch, sms=Figure(known.sms, known.source))
-
-
 GPUS = {
     "h200": GPU(
         **_known("h200"),
@@ -156,6 +153,60 @@ GPUS = {
         **_HOPPER_SHARED,
     ),
 }
+
+
+def _from_specifications(name: str, clock_ghz: Figure, hbm_bandwidth_gbs: Figure, tensor_tflops_bf16: Figure,
+                         mma_issue: Figure | None = None) -> GPU:
+    """A GPU priced from its specifications (clock, memory bandwidth, dense bf16 peak) and, for
+    what no one has measured on it for these kernels, the Hopper figures, each marked as such."""
+    known = KNOWN_GPUS[name]
+    hopper = GPUS["h200"]
+    if mma_issue is None:
+        # An m16n8k16 mma is 4096 FLOP; the peak spreads over 4 sub-partitions per SM.
+        per_clock = tensor_tflops_bf16.value * 1e12 / (known.sms * 4 * clock_ghz.value * 1e9)
+        mma_issue = Figure(round(4096 / per_clock, 1), f"derived: 4096 FLOP per m16n8k16 at the dense bf16 peak "
+                                                       f"({tensor_tflops_bf16.value} TFLOPS) over {known.sms} x 4 sub-partitions")
+    scale = known.sms * clock_ghz.value / (hopper.sms.value * hopper.clock_ghz.value)
+
+    def as_hopper(field: str) -> Figure:
+        return Figure(getattr(hopper, field).value, f"assumed as the H200's ({getattr(hopper, field).source})")
+
+    return GPU(
+        **_known(name), clock_ghz=clock_ghz, hbm_bandwidth_gbs=hbm_bandwidth_gbs, tensor_tflops_bf16=tensor_tflops_bf16,
+        mma_issue=mma_issue,
+        l2_bandwidth_gbs=Figure(round(hopper.l2_bandwidth_gbs.value * scale), "assumed: the H200's figure scaled by SMs x clock"),
+        **{field: as_hopper(field) for field in ("shared_bytes_per_clock", "issue_per_clock", "mma_latency", "cta_barrier",
+                                                 "l2_round_trip", "grid_barrier_us", "launch_us", "graph_launch_us",
+                                                 "host_sync_us")},
+    )
+
+
+GPUS.update({
+    "h100-pcie": _from_specifications(
+        "h100-pcie", Figure(1.755, _spec("H100 PCIe") + " (max boost 1755 MHz)"),
+        Figure(2000, _spec("H100 PCIe") + " (HBM2e 2.0 TB/s)"), Figure(756, _spec("H100 PCIe") + " (dense bf16)"),
+        mma_issue=_HOPPER_SHARED["mma_issue"]),
+    "a100": _from_specifications(
+        "a100", Figure(1.41, _spec("A100") + " (boost 1410 MHz)"), Figure(2039, _spec("A100 80 GB SXM") + " (HBM2e)"),
+        Figure(312, _spec("A100") + " (dense bf16)")),
+    "a10": _from_specifications(
+        "a10", Figure(1.695, _spec("A10") + " (boost 1695 MHz)"), Figure(600, _spec("A10") + " (GDDR6)"),
+        Figure(125, _spec("A10") + " (dense bf16)")),
+    "l4": _from_specifications(
+        "l4", Figure(2.04, _spec("L4") + " (boost 2040 MHz)"), Figure(300, _spec("L4") + " (GDDR6)"),
+        Figure(121, _spec("L4") + " (dense bf16)")),
+    "l40s": _from_specifications(
+        "l40s", Figure(2.52, _spec("L40S") + " (boost 2520 MHz)"), Figure(864, _spec("L40S") + " (GDDR6)"),
+        Figure(362, _spec("L40S") + " (dense bf16)")),
+    "rtx4090": _from_specifications(
+        "rtx4090", Figure(2.52, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 boost 2520 MHz)"),
+        Figure(1008, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 GDDR6X)"),
+        Figure(165.2, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 dense fp16/bf16 with fp32 accumulate)")),
+    "rtx3090": _from_specifications(
+        "rtx3090", Figure(1.695, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 boost 1695 MHz)"),
+        Figure(936, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 GDDR6X)"),
+        Figure(71, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 dense fp16 with fp32 accumulate)")),
+})
 
 
 def gpu(name: str) -> GPU:
