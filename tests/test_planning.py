@@ -130,12 +130,18 @@ def test_a_forced_configuration_is_never_replaced(on_an_a10):
     assert ran == []
 
 
-def test_default_tiles_cap_registers_for_one_program_per_sm():
-    """Off the plan table (every GPU but sm_90) the tiles cap registers at 255: ptxas otherwise
-    aims at several programs per SM and spills resident tiles (compile-report, sm_80-sm_120)."""
+def test_slices_of_default_tiles_cap_registers_for_one_program_per_sm():
+    """Off the plan table (every GPU but sm_90) slices cap registers at 255: ptxas otherwise aims
+    at several programs per SM and spills resident tiles (compile-report, sm_80-sm_120); a
+    program holding all of W_hh is left to ptxas."""
     for gpu in ("a100", "a10", "b200"):
-        config = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), known_gpu(gpu).limits)
-        assert config.max_registers == 255 and config.num_programs <= known_gpu(gpu).sms
+        limits = known_gpu(gpu).limits
+        sliced = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), limits)
+        assert sliced.max_registers == 255 and sliced.num_h_tiles(512) > 1 and sliced.num_programs <= limits.sms
+        whole = dispatch.heuristic_config(Problem(64, 16, torch.bfloat16, False), limits)
+        assert whole.num_h_tiles(64) == 1 and whole.max_registers is None
+    # The plan table's tiles keep what the search compiled.
+    assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), dispatch.H200).max_registers is None
 
 
 def test_every_priced_gpu_is_a_known_one_with_a_source_for_every_figure():

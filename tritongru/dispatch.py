@@ -178,20 +178,18 @@ def longest_chunk(hidden: int, element_size: int, kind: str) -> int:
 
 
 def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
-    """Tiles for a shape the plan table does not cover: eight warps splitting the reduction
-    (:func:`split_among_warps` fits the split), in the longest chunk or, where that does not
+    """Tiles for a shape the plan table does not cover: eight warps splitting the columns where a
+    program holds all of W_hh, the reduction where it holds a slice too narrow to split
+    (:func:`split_among_warps`; the reduction split spills whole weights at H=128 on sm_100), in
+    the longest chunk or, where that does not
     divide the reduction, the longest that does, down to 64: padded chunks hold zeros in shared
-    memory and multiply them (H=768 in 1024-deep chunks takes a third more than it needs).
-
-    Registers are capped at 255, not left to ptxas: without a cap it aims at several programs per
-    SM (64-128 registers) and spills 8-16 bytes of resident tiles on sm_80-sm_120, while the
-    planner never puts more than one program on an SM."""
+    memory and multiply them (H=768 in 1024-deep chunks takes a third more than it needs)."""
     reduction = 3 * hidden if kind == "bwd" else hidden
     block_k = longest_chunk(hidden, element_size, kind)
     dividing = reduction & -reduction  # the largest power of two dividing it
     if reduction % block_k and dividing >= 64:
         block_k = dividing
-    return Tiles(num_warps=8, block_k=block_k, split_k=8, split_n=1, max_registers=255)
+    return Tiles(num_warps=8, block_k=block_k, split_k=1, split_n=8)
 
 
 # Pure in its arguments, and asked several times per call (the op, the backward, the planner of
@@ -211,7 +209,12 @@ def heuristic_config(
     state (``exchange`` overrides it).
     """
     H, B = problem.hidden, problem.batch
-    tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind_of(problem.training, backward), B, limits.arch)
+    kind = kind_of(problem.training, backward)
+    # Slices of the default tiles cap registers at 255 (one program per SM): without a cap ptxas
+    # aims at several programs per SM and spills 8-16 bytes of resident tiles on sm_80-sm_120. A
+    # program holding all of W_hh is left uncapped: on sm_100 the cap makes it spill (bf16 H=128).
+    capped = tiles is None and not _plan_entry(H, problem.dtype.itemsize, kind, B, limits.arch)
+    tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind, B, limits.arch)
     budget = weight_budget(limits)
     # The SMs one direction's programs may take (the grid is directions x num_programs).
     sms = max(1, limits.sms // problem.directions)
@@ -225,6 +228,8 @@ def heuristic_config(
         return split_among_warps(whole, prefer="n")
     # Slices sized for one direction on all SMs, whatever the directions: the compile-checked tiles.
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
+    if capped:
+        common["max_registers"] = 255
     sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, problem.dtype) <= budget:
