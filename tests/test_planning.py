@@ -99,7 +99,7 @@ def on_an_a10(monkeypatch):
 def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypatch):
     problem = Problem(1024, 16, torch.bfloat16, False)
     resident = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
-    monkeypatch.setattr(dispatch, "heuristic_config", lambda problem, limits, backward=False, **kw: (
+    monkeypatch.setattr(dispatch, "heuristic_config", lambda problem, limits, backward=False, *args: (
         resident if limits.shared_per_block > 60_000 else PersistentConfig(16, 16, 256, 64, 8, resident=False, split_k=8)))
     ran = []
     plan = dispatch.plan_launch(problem, CUDA)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import triton
 
-from .dispatch import Problem, heuristic_config, smaller_plans
+from .dispatch import Problem, plan_ahead, smaller_plans
 from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
 from .kernels.gru_backward import backward_launch
 from .kernels.gru_forward import forward_launch
@@ -212,11 +212,12 @@ class Row:
 
 
 def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200",
-                   exchange: str | None = None) -> PersistentConfig:
-    """The dispatcher's configuration for ``kind`` at this shape on the known GPU ``gpu_name``;
-    ``exchange`` forces how resident slices hand on a step's state (default: as planned)."""
-    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
-    return heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", exchange)
+                   exchange: str | None = None, directions: int = 1) -> PersistentConfig:
+    """The dispatcher's configuration for ``kind`` at this shape on the known GPU ``gpu_name``
+    (:func:`tritongru.dispatch.plan_ahead`); ``exchange`` forces how resident slices hand on a
+    step's state (default: as planned)."""
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
+    return plan_ahead(problem, known_gpu(gpu_name).limits, exchange).config(kind == "bwd")
 
 
 def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200",

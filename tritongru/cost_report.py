@@ -158,10 +158,7 @@ def kernelbench_rows(gpu_name: str) -> list[CallRow]:
 
 
 def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, directions: int) -> float:
-    from .dispatch import Problem, heuristic_config
-
-    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
-    config = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd")
+    config = compile_report.planned_config(kind, hidden, batch, dtype, gpu_name, directions=directions)
     launch = compile_report.planned_launch(kind, config, hidden, batch, dtype, directions)
     return cost_row(kind, launch, gpu_name).step_us
 

@@ -354,11 +354,19 @@ class LaunchPlan:
         return config
 
 
+def plan_ahead(problem: Problem, limits: DeviceLimits, exchange: str | None = None) -> LaunchPlan:
+    """The plan of one launch of ``problem`` for a GPU of ``limits`` without the GPU at hand (no
+    tuned table, nothing compiled yet): the planner's configurations, which the compile and cost
+    reports check and price, and :func:`plan_launch` takes where nothing else applies."""
+    forward = heuristic_config(problem, limits, False, exchange)
+    backward = heuristic_config(problem, limits, True, exchange) if problem.training else None
+    return LaunchPlan(problem, forward, backward, "planned")
+
+
 def plan_launch(problem: Problem, device: torch.device) -> LaunchPlan:
     """The plan of one launch of ``problem`` on ``device``: forced, else the interpreter's, else
     the plan that :func:`run_planned` found to fit where the planned one did not, else the tuned
-    table's for this GPU (one configuration for both passes), else the planner's
-    (:func:`heuristic_config`)."""
+    table's for this GPU (one configuration for both passes), else :func:`plan_ahead`'s."""
     passes = (False, True) if problem.training else (False,)
     if _forced:
         return LaunchPlan(problem, _forced[-1], _forced[-1] if problem.training else None, "forced")
@@ -367,10 +375,11 @@ def plan_launch(problem: Problem, device: torch.device) -> LaunchPlan:
         return LaunchPlan(problem, config, config if problem.training else None, "interpreter")
     limits = limits_of(device)
     tuned_config = tuned.lookup(problem, device)
+    planned = plan_ahead(problem, limits)
     configs, sources = [], []
     for backward in passes:
         fitted = _fitted.get((limits, problem, backward))
-        config = fitted or tuned_config or heuristic_config(problem, limits, backward)
+        config = fitted or tuned_config or planned.config(backward)
         configs.append(config)
         sources.append("fitted" if fitted else "tuned" if tuned_config else "planned")
     return LaunchPlan(problem, configs[0], configs[1] if problem.training else None, sources[0])
