@@ -215,11 +215,11 @@ def compiled_resources(launch: Launch, options: dict, device: torch.device) -> t
         compiled = launch.kernel.warmup(*launch.args, grid=(1,), **options, **launch.constexprs)
         limit = device_limits(device.index).shared_per_block
         if compiled.metadata.shared > limit:
-            raise DoesNotFit(launch, "shared memory (bytes)", compiled.metadata.shared, limit, _device_name(device))
+            raise DoesNotFit(launch, "shared memory (bytes)", compiled.metadata.shared, limit, device_name(device))
         try:
             compiled._init_handles()
         except OutOfResources as error:
-            raise DoesNotFit(launch, error.name, error.required, error.limit, _device_name(device)) from error
+            raise DoesNotFit(launch, error.name, error.required, error.limit, device_name(device)) from error
         _resources[key] = compiled.n_regs, compiled.metadata.shared
     return _resources[key]
 
@@ -273,7 +273,7 @@ def launch_persistent(launch: Launch) -> None:
             capacity = device_limits(sync.device.index).co_resident(regs, shared, launch.config.num_warps)
             if launch.synchronised and launch.programs > capacity:
                 raise RuntimeError(
-                    f"{launch.describe()} cannot be co-resident on {_device_name(sync.device)} (at most {capacity} "
+                    f"{launch.describe()} cannot be co-resident on {device_name(sync.device)} (at most {capacity} "
                     "programs fit); refusing to launch a kernel whose programs wait for one another and would hang"
                 )
         launch.kernel[(launch.programs,)](*launch.args, **launch.constexprs, **options)
@@ -281,8 +281,8 @@ def launch_persistent(launch: Launch) -> None:
             stalls.watch(sync, launch.describe())
 
 
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+def device_name(device: torch.device) -> str:
+    return torch.cuda.getdevice_name(device) if device.type == "cuda" else str(device)
 
 
 def accumulator_dtype(dtype: torch.dtype, namespace=tl):

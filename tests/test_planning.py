@@ -89,7 +89,7 @@ def _refusing(needs_streaming: bool, ran: list):
 def on_an_a10(monkeypatch):
     monkeypatch.setattr(dispatch, "INTERPRET", False)
     monkeypatch.setattr(dispatch, "limits_of", lambda device: known_gpu("a10").limits)
-    monkeypatch.setattr(dispatch, "_device_name", lambda device: "NVIDIA A10")
+    monkeypatch.setattr(dispatch, "device_name", lambda device: "NVIDIA A10")
     monkeypatch.setattr(dispatch, "_fitted", {})
     from tritongru import tuned
 

@@ -350,8 +350,9 @@ class _Tee(io.TextIOBase):
 def _provenance(gpu_name: str, argv: list[str] | None) -> str:
     import datetime
 
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    from .environment import source_commit
+
+    commit = source_commit()
     command = " ".join(["python -m tritongru compile-report", *(sys.argv[1:] if argv is None else argv)])
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
     return (f"# {known_gpu(gpu_name).name} compile report (compiled ahead of time on a CPU-only machine; no GPU involved)\n"

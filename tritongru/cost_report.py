@@ -260,15 +260,9 @@ def model_targets(rows: list[CostRow]) -> list[tuple[str, str, str]]:
 
 def write_summary(path: Path, rows: list[CostRow], calls: list[CallRow], gpu_name: str) -> None:
     """``SUMMARY.md`` beside the CSVs: the model's targets, the target shapes' steps and the calls."""
-    import subprocess
+    from .environment import describe, source_commit
 
-    from .environment import describe
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    commit = source_commit()
     lines = [
         f"# Cost model: {GPUS[gpu_name].name}", "",
         f"> **MODEL FIGURES, NOT MEASUREMENTS**: the compiled kernels' SASS priced with the figures of "

@@ -28,7 +28,7 @@ import triton
 from . import tuned
 from ._compat import INTERPRET
 from .hardware import KNOWN_GPUS
-from .kernels.launch import DoesNotFit, PersistentConfig, resident_bytes_per_weight
+from .kernels.launch import DoesNotFit, PersistentConfig, device_name, resident_bytes_per_weight
 from .kernels.limits import DeviceLimits, device_limits
 
 # Shared memory of a block that a program does not give to its weight slice: the staged operands
@@ -325,13 +325,9 @@ def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Cal
         return result
     raise PlanError(
         f"tritongru: no plan of the {kind_of(problem.training, backward)} kernel for hidden {problem.hidden}, batch "
-        f"{problem.batch}, {problem.dtype} in {problem.directions} direction(s) fits {_device_name(device)} "
+        f"{problem.batch}, {problem.dtype} in {problem.directions} direction(s) fits {device_name(device)} "
         f"({limits.describe()}); tried: " + "; ".join(str(error) for error in refused)
     )
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 @dataclasses.dataclass(frozen=True)

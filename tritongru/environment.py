@@ -6,6 +6,7 @@ import platform
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy
 import torch
@@ -19,6 +20,16 @@ def default_device() -> torch.device:
     if _compat.INTERPRET or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", torch.cuda.current_device())
+
+
+def source_commit() -> str:
+    """The package checkout's commit (12 hex digits), or ``"unknown"`` outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=20,
+                                cwd=Path(__file__).resolve().parents[1], check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
 
 
 def slug(text: str) -> str:

@@ -181,31 +181,26 @@ def _from_specifications(name: str, clock_ghz: Figure, hbm_bandwidth_gbs: Figure
     )
 
 
+# Priced from specifications: (clock GHz, memory GB/s, dense bf16 TFLOPS, where each was published).
+# The GeForce parts' peaks are those with fp32 accumulation, which runs at half their fp16 rate.
+_ADA = "NVIDIA Ada GPU Architecture whitepaper (RTX 4090)"
+_GA102 = "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090)"
+_SPECIFICATIONS = {
+    "a100": (1.41, 2039, 312, _spec("A100 (80 GB SXM)")),
+    "a10": (1.695, 600, 125, _spec("A10")),
+    "l4": (2.04, 300, 121, _spec("L4")),
+    "l40s": (2.52, 864, 362, _spec("L40S")),
+    "rtx4090": (2.52, 1008, 165.2, _ADA),
+    "rtx3090": (1.695, 936, 71, _GA102),
+    "h100-pcie": (1.755, 2000, 756, _spec("H100 PCIe")),
+}
 GPUS.update({
-    "h100-pcie": _from_specifications(
-        "h100-pcie", Figure(1.755, _spec("H100 PCIe") + " (max boost 1755 MHz)"),
-        Figure(2000, _spec("H100 PCIe") + " (HBM2e 2.0 TB/s)"), Figure(756, _spec("H100 PCIe") + " (dense bf16)"),
-        mma_issue=_HOPPER_SHARED["mma_issue"]),
-    "a100": _from_specifications(
-        "a100", Figure(1.41, _spec("A100") + " (boost 1410 MHz)"), Figure(2039, _spec("A100 80 GB SXM") + " (HBM2e)"),
-        Figure(312, _spec("A100") + " (dense bf16)")),
-    "a10": _from_specifications(
-        "a10", Figure(1.695, _spec("A10") + " (boost 1695 MHz)"), Figure(600, _spec("A10") + " (GDDR6)"),
-        Figure(125, _spec("A10") + " (dense bf16)")),
-    "l4": _from_specifications(
-        "l4", Figure(2.04, _spec("L4") + " (boost 2040 MHz)"), Figure(300, _spec("L4") + " (GDDR6)"),
-        Figure(121, _spec("L4") + " (dense bf16)")),
-    "l40s": _from_specifications(
-        "l40s", Figure(2.52, _spec("L40S") + " (boost 2520 MHz)"), Figure(864, _spec("L40S") + " (GDDR6)"),
-        Figure(362, _spec("L40S") + " (dense bf16)")),
-    "rtx4090": _from_specifications(
-        "rtx4090", Figure(2.52, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 boost 2520 MHz)"),
-        Figure(1008, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 GDDR6X)"),
-        Figure(165.2, "NVIDIA Ada GPU Architecture whitepaper (RTX 4090 dense fp16/bf16 with fp32 accumulate)")),
-    "rtx3090": _from_specifications(
-        "rtx3090", Figure(1.695, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 boost 1695 MHz)"),
-        Figure(936, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 GDDR6X)"),
-        Figure(71, "NVIDIA Ampere GA102 GPU Architecture whitepaper (RTX 3090 dense fp16 with fp32 accumulate)")),
+    name: _from_specifications(
+        name, Figure(clock, f"{source} (boost clock)"), Figure(memory, f"{source} (memory bandwidth)"),
+        Figure(tflops, f"{source} (dense bf16)"),
+        # Hopper's mma.sync runs at about half its wgmma peak: the H200's figure, not the peak's.
+        mma_issue=_HOPPER_SHARED["mma_issue"] if KNOWN_GPUS[name].arch == 90 else None)
+    for name, (clock, memory, tflops, source) in _SPECIFICATIONS.items()
 })
 
 
