@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import pytest, xdist, hypothesis, pandas, matplotlib, tqdm" 2>/dev/null \
 		|| $(PY) -m pip install -q "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "pandas>=2" "matplotlib>=3.7" "tqdm>=4.60"
+	$(PY) -c "import onnx, onnxscript, onnxruntime" 2>/dev/null \
+		|| $(PY) -m pip install -q "onnx>=1.16" "onnxscript>=0.2" "onnxruntime>=1.18"
 	touch $@
 
 venv: $(VENV)/.installed

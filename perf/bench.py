@@ -55,16 +55,21 @@ def list_sweeps() -> str:
     )
 
 
+def default_sweep_name(device: torch.device) -> str:
+    """``default`` on a GPU; on a CPU, ``cpu``: tritongru's CPU path against nn.GRU."""
+    return "default" if device.type == "cuda" else "cpu"
+
+
 def choose_sweep(name: str | None, device: torch.device) -> Sweep:
-    """The named sweep, or ``default`` on a GPU and ``interpreter`` on the CPU."""
-    name = name or ("default" if device.type == "cuda" else "interpreter")
+    """The named sweep, or :func:`default_sweep_name`'s."""
+    name = name or default_sweep_name(device)
     if name not in SWEEPS:
         raise BenchUsageError(f"unknown sweep {name!r}; the sweeps are {', '.join(SWEEPS)}")
     sweep = SWEEPS[name]
     if device.type == "cpu" and sweep.device == "cuda":
         raise BenchUsageError(
             f"sweep {name!r} holds GPU shapes, which the CPU interpreter would run for hours; "
-            "on a machine without a GPU use --sweep interpreter"
+            "on a machine without a GPU use --sweep cpu (the CPU path against nn.GRU) or --sweep interpreter"
         )
     return sweep
 
@@ -105,12 +110,12 @@ def run(options: BenchOptions, log: Callable[[str], None] = print) -> int:
 
 
 def _run_sweep(sweep: Sweep, cases: list[Case], providers, device: torch.device, options: BenchOptions, log) -> int:
-    meta = machine.run_metadata(device, options.cudnn_allow_tf32)
+    meta = machine.run_metadata(device, options.cudnn_allow_tf32, times_kernels=sweep.device != "cpu")
     out_dir = Path(options.out) / meta["gpu_slug"]
     results_path = out_dir / "results.csv"
     run_path = out_dir / "runs" / f"{meta['date'].replace(':', '').replace('+0000', 'Z')}-{meta['commit']}.csv"
-    if meta["cpu_interpreter"]:
-        log(f"*** {machine.CPU_BANNER} ***")
+    if meta["timing_note"]:
+        log(f"*** {meta['timing_note']} ***")
     log(f"sweep {sweep.name}: {len(cases)} cases x {len(providers)} providers on {meta['gpu']} -> {out_dir}")
     done = store.done_cases(store.load(results_path), meta["gpu"], meta["commit"], meta["settings"]) if options.resume else set()
     run_rows: list[dict] = []
@@ -146,6 +151,6 @@ def _run_sweep(sweep: Sweep, cases: list[Case], providers, device: torch.device,
     log(f"results: {results_path}" + (f" (this run: {run_path})" if run_rows else ""))
     for path in files:
         log(f"wrote {path}")
-    if meta["cpu_interpreter"]:
-        log(f"*** {machine.CPU_BANNER} ***")
+    if meta["timing_note"]:
+        log(f"*** {meta['timing_note']} ***")
     return 1 if failures else 0

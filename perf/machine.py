@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -17,6 +19,10 @@ CPU_INTERPRETER = "cpu-interpreter"
 CPU_BANNER = (
     "CPU INTERPRETER TIMES (TRITON_INTERPRET=1), NOT GPU NUMBERS: they time the Triton interpreter "
     "running on NumPy and say nothing about performance on a GPU."
+)
+CPU_PATH_BANNER = (
+    "CPU TIMES: tritongru.GRU on CPU tensors (PyTorch's GRU operator) beside torch.nn.GRU on this CPU, "
+    "in one run; NOT GPU NUMBERS."
 )
 
 
@@ -58,11 +64,12 @@ def cudnn_runs_bf16_rnn(device: torch.device) -> bool | None:
     return any("cudnn_rnn" in event.name for event in profile.function_events)
 
 
-def run_metadata(device: torch.device, cudnn_allow_tf32: bool) -> dict:
-    """Columns shared by every row of this run."""
+def run_metadata(device: torch.device, cudnn_allow_tf32: bool, times_kernels: bool = True) -> dict:
+    """Columns shared by every row of this run; ``times_kernels``: False for a run that times
+    only PyTorch code (the CPU path), which the interpreter, if set, does not touch."""
     facts = environment.describe(device)
-    interpreter = device.type == "cpu" and facts["interpreter"]
-    gpu = facts["gpu"] or (CPU_INTERPRETER if interpreter else "cpu")
+    interpreter = device.type == "cpu" and facts["interpreter"] and times_kernels
+    gpu = facts["gpu"] or (CPU_INTERPRETER if interpreter else f"cpu {platform.machine()} {os.cpu_count()} cores")
     return {
         "gpu": gpu,
         "gpu_slug": environment.slug(gpu),
@@ -78,7 +85,7 @@ def run_metadata(device: torch.device, cudnn_allow_tf32: bool) -> dict:
         "commit": source_revision(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu_interpreter": interpreter,
-        "timing_note": CPU_BANNER if interpreter else "",
+        "timing_note": CPU_BANNER if interpreter else CPU_PATH_BANNER if device.type == "cpu" else "",
         # Settings that change what a provider computes: part of the key a result is resumed under.
         "settings": (
             f"cudnn.allow_tf32={int(cudnn_allow_tf32)},"

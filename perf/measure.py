@@ -118,6 +118,22 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
+def saved_for_backward_mib(call: Callable[..., object]) -> float:
+    """What autograd keeps from one forward for its backward (the distinct storages of the saved
+    tensors): the memory a training step holds between the two, the same measure for every
+    provider and device."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        call(backward=False)
+    return sum(storages.values()) / 2**20
+
+
 def tritongru_config(case: Case, device: torch.device) -> tuple[str, str, float]:
     """The launch configuration tritongru picks for ``case``, where it comes from, and the cost
     model's step for it (microseconds, a model figure; NaN where the plan table has none)."""
@@ -179,6 +195,7 @@ def measure_case(
                 us_per_step=p50 * 1e3 / case.sequential_steps,
                 tflops=flops / (p50 * 1e-3) / 1e12,
                 peak_mem_mib=peak_memory_mib(call, device),
+                saved_mib=saved_for_backward_mib(call) if case.mode != "inference" else math.nan,
             )
             if provider.name == "tritongru":
                 row["config"], row["config_source"], row["model_us_per_step"] = tritongru_config(case, device)

@@ -73,6 +73,17 @@ def _cudnn_build(module: nn.GRU) -> Built:
     return Built(gru, list(gru._flat_weights))
 
 
+def _cpu_skip(case: Case, device: torch.device) -> str | None:
+    return None if device.type == "cpu" else f"the CPU path is measured on a CPU, this run is on {device}"
+
+
+def _tritongru_cpu_build(module: nn.GRU) -> Built:
+    # What backend="auto" runs on CPU tensors without TRITON_INTERPRET=1, named so that a run
+    # under the interpreter measures the same thing.
+    gru = GRU.from_torch(module, backend="torch")
+    return Built(gru, list(gru._flat_weights))
+
+
 def _reference_build(module: nn.GRU) -> Built:
     fn, params = reference_fn(module)
     return Built(fn, params)
@@ -107,6 +118,9 @@ PROVIDERS: dict[str, Provider] = {
         # once and replayed (what the best public "speedups over cuDNN" on KernelBench compare).
         Provider("cudnn-graph", "torch.nn.GRU on CUDA, the whole call captured in a CUDA graph and replayed",
                  _cudnn_skip, _cudnn_build, timing="graph"),
+        Provider("tritongru-cpu", "tritongru.GRU on CPU tensors: PyTorch's GRU operator, as backend='auto' runs it there",
+                 _cpu_skip, _tritongru_cpu_build),
+        Provider("nn-gru-cpu", "torch.nn.GRU on the same CPU", _cpu_skip, _cudnn_build),
         Provider("reference", "tritongru.reference.gru_reference, eager PyTorch", lambda case, device: None, _reference_build),
         Provider("compile", "torch.compile of gru_reference", _compile_skip, _compile_build),
     )

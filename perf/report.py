@@ -119,7 +119,7 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     ]
     measured = rows[rows["status"] == "ok"].sort_values(["mode", "task", "dtype", "seq_len", "hidden", "batch", "provider"])
     columns = ["case_id", "provider", "p50_ms", "us_per_step", "model_us_per_step", "tflops", "speedup_vs_cudnn",
-               "cudnn_baseline", "out_err", "grad_err", "peak_mem_mib", "timer", "config"]
+               "cudnn_baseline", "out_err", "grad_err", "peak_mem_mib", "saved_mib", "timer", "config"]
     for mode, group in measured.groupby("mode", sort=False):
         lines += [f"## {mode}", "", markdown_table(group, columns), ""]
     others = rows[rows["status"] != "ok"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .sweeps import CUDNN_PROVIDERS
+from .sweeps import CPU_PROVIDERS, CUDNN_PROVIDERS
 
 KEY_COLUMNS = ["gpu", "commit", "settings", "case_id", "provider"]
 # Rows that need no new measurement on resume; errors are measured again.
@@ -22,7 +22,7 @@ COLUMNS = [
     *KEY_COLUMNS, "status", "note",
     "task", "mode", "dtype", "batch", "hidden", "input_size", "seq_len", "layers", "directions", "returns",
     "p50_ms", "p20_ms", "p80_ms", "us_per_step", "tflops", "speedup_vs_cudnn", "cudnn_baseline", "out_err", "grad_err",
-    "peak_mem_mib", "timer", "config", "config_source", "model_us_per_step",
+    "peak_mem_mib", "saved_mib", "time_vs_nn_gru", "saved_vs_nn_gru", "timer", "config", "config_source", "model_us_per_step",
     "gpu_slug", "sm_count", "capability", "driver", "cuda", "cudnn", "cudnn_bf16_rnn", "torch", "triton", "python",
     "date", "cpu_interpreter", "timing_note",
 ]
@@ -50,16 +50,23 @@ def done_cases(frame: pd.DataFrame, gpu: str, commit: str, settings: str) -> set
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     """``speedup_vs_cudnn`` = the faster cuDNN's p50 / this row's p50 within each (GPU, commit,
     settings, case): eager ``cudnn`` or ``cudnn-graph``, whichever was faster there, named in
-    ``cudnn_baseline``."""
+    ``cudnn_baseline``. On a CPU, ``time_vs_nn_gru`` and ``saved_vs_nn_gru``: this row's p50 and
+    memory saved for the backward over nn.GRU's on the same CPU, in the same run."""
     frame = frame.copy()
     group = ["gpu", "commit", "settings", "case_id"]
-    cudnn = frame[frame["provider"].isin(CUDNN_PROVIDERS) & (frame["status"] == "ok")][[*group, "provider", "p50_ms"]]
+    ok = frame[frame["status"] == "ok"]
+    cudnn = ok[ok["provider"].isin(CUDNN_PROVIDERS)][[*group, "provider", "p50_ms"]]
     cudnn = cudnn.assign(p50_ms=pd.to_numeric(cudnn["p50_ms"])).sort_values("p50_ms").drop_duplicates(group, keep="first")
     cudnn = cudnn.rename(columns={"p50_ms": "_cudnn_p50", "provider": "_baseline"})
-    frame = frame.drop(columns=["speedup_vs_cudnn", "cudnn_baseline"], errors="ignore").merge(cudnn, on=group, how="left")
+    nn_gru = ok[ok["provider"] == CPU_PROVIDERS[1]].reindex(columns=[*group, "p50_ms", "saved_mib"])
+    nn_gru = nn_gru.drop_duplicates(group).rename(columns={"p50_ms": "_nn_p50", "saved_mib": "_nn_saved"})
+    derived = ["speedup_vs_cudnn", "cudnn_baseline", "time_vs_nn_gru", "saved_vs_nn_gru"]
+    frame = frame.drop(columns=derived, errors="ignore").merge(cudnn, on=group, how="left").merge(nn_gru, on=group, how="left")
     frame["speedup_vs_cudnn"] = pd.to_numeric(frame["_cudnn_p50"]) / pd.to_numeric(frame["p50_ms"])
     frame["cudnn_baseline"] = frame["_baseline"]
-    return frame.drop(columns=["_cudnn_p50", "_baseline"])
+    frame["time_vs_nn_gru"] = pd.to_numeric(frame["p50_ms"]) / pd.to_numeric(frame["_nn_p50"])
+    frame["saved_vs_nn_gru"] = pd.to_numeric(frame["saved_mib"]) / pd.to_numeric(frame["_nn_saved"])
+    return frame.drop(columns=["_cudnn_p50", "_baseline", "_nn_p50", "_nn_saved"])
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,10 @@ from tritongru.accuracy import DTYPES, MODES, RETURNS
 ALL_PROVIDERS = ("tritongru", "cudnn", "cudnn-graph", "reference", "compile")
 # What tritongru is measured against: speedups are over the faster of the two (perf/store.py).
 CUDNN_PROVIDERS = ("cudnn", "cudnn-graph")
+# On a CPU: tritongru.GRU's path there against nn.GRU (ratios in perf/store.py).
+CPU_PROVIDERS = ("tritongru-cpu", "nn-gru-cpu")
+# Where a sweep runs: a GPU; the CPU, as a user's model would; the CPU under TRITON_INTERPRET=1.
+SWEEP_DEVICES = ("cuda", "cpu", "interpreter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +74,11 @@ class Sweep:
     description: str
     cases: tuple[Case, ...]
     providers: tuple[str, ...]
-    device: str  # "cuda": meant for a GPU; "cpu": small enough for the Triton interpreter
+    device: str  # one of SWEEP_DEVICES
+
+    def __post_init__(self) -> None:
+        if self.device not in SWEEP_DEVICES:
+            raise ValueError(f"device must be one of {SWEEP_DEVICES}, got {self.device!r}")
 
 
 def grid(**dimensions) -> tuple[Case, ...]:
@@ -102,6 +110,17 @@ def _target_shapes() -> tuple[Case, ...]:
         seq_len=(1024,), layers=(1,), directions=(2,), dtype=("bfloat16",),
     )
     return core + edges + fp32 + bidirectional
+
+
+def _cpu_shapes() -> tuple[Case, ...]:
+    """Shapes a user runs on a CPU: a 2-layer inference at T=1024, small and medium training steps,
+    and the README's bf16 training shape."""
+    return (
+        Case(16, 512, 512, 1024, 2, 1, "float32", "inference"),
+        Case(32, 128, 128, 400, 1, 1, "float32", "fwd_bwd"),
+        Case(16, 512, 512, 256, 1, 1, "float32", "fwd_bwd"),
+        Case(16, 512, 512, 1024, 1, 1, "bfloat16", "fwd_bwd"),
+    )
 
 
 def _kernelbench() -> tuple[Case, ...]:
@@ -138,6 +157,13 @@ SWEEPS: dict[str, Sweep] = {
         ),
         Sweep("kernelbench", "KernelBench level 3 tasks 39-42 (GRU, 6 layers, uni/bidirectional).", _kernelbench(), ALL_PROVIDERS, "cuda"),
         Sweep(
+            "cpu",
+            "tritongru.GRU on CPU tensors (PyTorch's GRU operator) beside nn.GRU on the same CPU: CPU numbers, not GPU ones.",
+            _cpu_shapes(),
+            CPU_PROVIDERS,
+            "cpu",
+        ),
+        Sweep(
             "interpreter",
             "Tiny shapes for the CPU under TRITON_INTERPRET=1: checks the pipeline, measures nothing about GPUs.",
             grid(
@@ -149,7 +175,7 @@ SWEEPS: dict[str, Sweep] = {
                 layers=(2,), directions=(2,), dtype=("float32",),
             ),
             ("tritongru", "reference"),
-            "cpu",
+            "interpreter",
         ),
     )
 }

@@ -106,14 +106,14 @@ def test_reports_take_their_own_options(report, capsys):
 def test_bench_lists_sweeps(capsys):
     assert cli.main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
-    for sweep in ("default", "quick", "kernelbench", "interpreter"):
+    for sweep in ("default", "quick", "kernelbench", "cpu", "interpreter"):
         assert sweep in out
 
 
 @no_gpu
 def test_bench_refuses_gpu_sweeps_on_the_cpu(capsys):
     assert cli.main(["bench", "--sweep", "default"]) == 2
-    assert "use --sweep interpreter" in capsys.readouterr().err
+    assert "use --sweep cpu (the CPU path against nn.GRU) or --sweep interpreter" in capsys.readouterr().err
 
 
 def test_bench_unknown_names_are_usage_errors(capsys, tmp_path):
@@ -135,3 +135,13 @@ def test_bench_without_gpu_reruns_itself_under_the_interpreter(monkeypatch):
     (command, env), = calls
     assert command == [sys.executable, "-m", "tritongru", *argv]
     assert env["TRITON_INTERPRET"] == "1"
+
+
+@no_gpu
+def test_bench_on_the_cpu_path_runs_without_the_interpreter(monkeypatch):
+    """The default sweep without a GPU times tritongru's CPU path, which the interpreter would not change."""
+    monkeypatch.setattr(cli._compat, "INTERPRET", False)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: pytest.fail("re-ran under the interpreter"))
+    bench = cli._load_perf()
+    monkeypatch.setattr(bench, "run", lambda options: 0 if options.sweep is None else 1)
+    assert cli.main(["bench"]) == 0

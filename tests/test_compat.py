@@ -1,4 +1,4 @@
-"""Hardware the kernels cannot run on gets a clear message and the reference path, never a crash
+"""Hardware the kernels cannot run on gets a clear message and PyTorch's GRU operator, never a crash
 inside Triton."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def test_unsupported_gpu_is_explained_and_auto_falls_back(compiled_mode, monkeyp
     can_run, why = _compat.kernels_can_run(torch.device("cuda", 0))
     assert not can_run and re.search(match, why), why
     monkeypatch.setattr(functional, "_warned_fallback", set())
-    with pytest.warns(RuntimeWarning, match="falls back to the PyTorch reference GRU"):
-        assert functional.resolve_backend("auto", torch.device("cuda", 0)) == "reference"
+    with pytest.warns(RuntimeWarning, match="falls back to PyTorch's GRU operator"):
+        assert functional.resolve_backend("auto", torch.device("cuda", 0)) == "torch"
     with pytest.raises(RuntimeError, match="backend='triton' cannot run here"):
         functional.resolve_backend("triton", torch.device("cuda", 0))
 

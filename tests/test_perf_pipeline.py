@@ -73,6 +73,27 @@ def test_interpreter_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     assert "| float32 | 2 | 16 | 1 |" in summary
 
 
+def test_cpu_sweep_compares_the_cpu_path_with_nn_gru(tmp_path, capsys, monkeypatch):
+    """``make perf`` without a GPU: tritongru.GRU's CPU path beside nn.GRU, labelled as CPU numbers,
+    with time and memory ratios and the CPU targets' verdicts."""
+    monkeypatch.setenv("TRITONGRU_SOURCE_REVISION", "test-revision")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["bench", "--sweep", "cpu", "--hidden", "128", "--repeats", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert "CPU TIMES" in capsys.readouterr().out
+    folder = next(tmp_path.glob("cpu-*"))
+    frame = pd.read_csv(folder / "results.csv")
+    assert sorted(frame["provider"]) == ["nn-gru-cpu", "tritongru-cpu"] and (frame["status"] == "ok").all()
+    assert (frame["out_err"] < 1e-5).all() and (frame["grad_err"] < 1e-5).all()
+    assert not frame["cpu_interpreter"].any() and frame["timing_note"].str.contains("NOT GPU NUMBERS").all()
+    ours = frame[frame["provider"] == "tritongru-cpu"].iloc[0]
+    assert ours["saved_mib"] > 0 and ours["time_vs_nn_gru"] > 0
+    # The same operator on the same weights keeps the same tensors for the backward.
+    assert ours["saved_vs_nn_gru"] == pytest.approx(1.0)
+    summary = (folder / "SUMMARY.md").read_text()
+    assert "CPU: training memory (saved for the backward) within 1.5x of nn.GRU's | met |" in summary
+
+
 def _row(gpu, case_id, provider, p50, commit="abc", status="ok"):
     return {"gpu": gpu, "commit": commit, "settings": "s", "case_id": case_id, "provider": provider, "status": status, "p50_ms": p50}
 
@@ -118,7 +139,7 @@ def test_kernelbench_sweep_is_tasks_39_to_42():
 
 
 def test_sweeps_are_consistent():
-    assert set(providers.PROVIDERS) == set(sweeps.ALL_PROVIDERS)
+    assert set(providers.PROVIDERS) == set(sweeps.ALL_PROVIDERS) | set(sweeps.CPU_PROVIDERS)
     for sweep in sweeps.SWEEPS.values():
         assert set(sweep.providers) <= set(providers.PROVIDERS)
         assert len({case.case_id for case in sweep.cases}) == len(sweep.cases)

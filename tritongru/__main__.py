@@ -103,7 +103,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     if args.list:
         print(bench.list_sweeps())
         return 0
-    rerun = _rerun_under_interpreter(argv)
+    sweep = bench.SWEEPS.get(args.sweep or bench.default_sweep_name(environment.default_device()))
+    rerun = _rerun_under_interpreter(argv) if sweep is not None and sweep.device == "interpreter" else None
     if rerun is not None:
         return rerun
     options = bench.BenchOptions(

@@ -22,6 +22,13 @@ def fp32_dot_precision() -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
+def is_vmapped(tensor: torch.Tensor | None) -> bool:
+    """Whether ``tensor`` is a torch.func.vmap batch (a private test, kept here: PyTorch's GRU
+    operator has no batching rule, and this says when not to call it)."""
+    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return tensor is not None and is_batched is not None and is_batched(tensor)
+
+
 def kernels_can_run(device: torch.device) -> tuple[bool, str]:
     """Whether the Triton kernels can run on tensors of ``device``, and if not, why."""
     if INTERPRET:

@@ -1,10 +1,13 @@
-"""``gru()``: a multi-layer, optionally bidirectional GRU over a padded batch, one operator call per
-layer (both directions in one launch where the GPU can hold both grids at once, else one call per
-direction).
+"""``gru()``: a multi-layer, optionally bidirectional GRU over a padded batch.
 
-The input projection of a layer's directions is a single GEMM over all timesteps
-(``F.linear``, differentiated by autograd); ``b_hh`` of the r and z gates is folded into its bias,
-since those gates add it unscaled. The recurrence is ``torch.ops.tritongru.gru_recurrence``.
+Where the Triton kernels run, one operator call per layer (both directions in one launch where the
+GPU can hold both grids at once, else one call per direction). The input projection of a layer's
+directions is a single GEMM over all timesteps (``F.linear``, differentiated by autograd); ``b_hh``
+of the r and z gates is folded into its bias, since those gates add it unscaled. The recurrence is
+``torch.ops.tritongru.gru_recurrence``.
+
+Elsewhere (CPU tensors, GPUs the kernels do not support) PyTorch's own GRU operator, the one
+``nn.GRU`` calls, runs on the same weights, with nn.GRU's speed, memory and export behaviour.
 """
 
 from __future__ import annotations
@@ -15,27 +18,29 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from . import _compat, dispatch
-from . import ops as _ops  # noqa: F401  (registers torch.ops.tritongru)
+from . import _compat, dispatch, export
+from . import ops as _ops
 from .reference import gru_reference
 
-Backend = Literal["auto", "triton", "reference"]
-BACKENDS = ("auto", "triton", "reference")
+Backend = Literal["auto", "triton", "torch", "reference"]
+BACKENDS = ("auto", "triton", "torch", "reference")
 _warned_fallback: set = set()
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """``"triton"`` or ``"reference"`` for tensors on ``device``.
+    """``"triton"``, ``"torch"`` or ``"reference"`` for tensors on ``device``.
 
     ``auto`` takes the Triton kernels on CUDA tensors of a supported GPU, and on CPU tensors only
-    under ``TRITON_INTERPRET=1``; anything else runs the reference (with a one-time warning on an
-    unsupported GPU). ``triton`` raises where the kernels cannot run.
+    under ``TRITON_INTERPRET=1``; anything else runs PyTorch's GRU operator (with a one-time
+    warning on an unsupported GPU). ``triton`` raises where the kernels cannot run; ``torch`` and
+    ``reference`` (the float64-exact, step-by-step PyTorch GRU for validation) run anywhere.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "reference":
-        return "reference"
+    if backend in ("torch", "reference"):
+        return backend
     can_run, why = _compat.kernels_can_run(device)
     if backend == "triton":
         if not can_run:
@@ -43,8 +48,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "triton"
     if not can_run and device.type == "cuda" and str(device) not in _warned_fallback:
         _warned_fallback.add(str(device))
-        warnings.warn(f"tritongru falls back to the PyTorch reference GRU: {why}", RuntimeWarning, stacklevel=3)
-    return "triton" if can_run else "reference"
+        warnings.warn(f"tritongru falls back to PyTorch's GRU operator: {why}", RuntimeWarning, stacklevel=3)
+    return "triton" if can_run else "torch"
 
 
 def _check_lengths(lengths: torch.Tensor | None, input: torch.Tensor, batch_first: bool) -> None:
@@ -61,9 +66,9 @@ def _check_lengths(lengths: torch.Tensor | None, input: torch.Tensor, batch_firs
 def _check_dtypes(input: torch.Tensor, hx: torch.Tensor | None, params: Sequence[torch.Tensor]) -> None:
     for name, tensor in [("hx", hx), *((f"params[{i}]", p) for i, p in enumerate(params))]:
         if tensor is not None and tensor.dtype != input.dtype:
-            raise ValueError(f"{name} has dtype {tensor.dtype}, expected the input's dtype {input.dtype}")
+            raise RuntimeError(f"{name} has dtype {tensor.dtype}, expected the input's dtype {input.dtype}")
         if tensor is not None and tensor.device != input.device:
-            raise ValueError(f"{name} is on {tensor.device}, expected the input's device {input.device}")
+            raise RuntimeError(f"{name} is on {tensor.device}, expected the input's device {input.device}")
 
 
 def _needs_grad(tensors: Sequence[torch.Tensor | None]) -> bool:
@@ -100,12 +105,29 @@ def gru(
         ``(output, h_n)``: ``output`` ``(T, B, num_directions * hidden_size)`` (batch first when
         ``batch_first``), ``h_n`` ``(num_layers * num_directions, B, hidden_size)``.
     """
+    if input.shape[1 if batch_first else 0] == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+    if input.shape[0 if batch_first else 1] == 0:  # an empty batch: nn.GRU's empty results
+        return gru_torch(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, None)
+    if torch.compiler.is_exporting():  # the lengths are data, checked when the program runs
+        return export.exported_gru(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout,
+                                   training, lengths)
     _check_lengths(lengths, input, batch_first)
-    if resolve_backend(backend, input.device) == "reference":
+    # torch.jit.trace (and the TorchScript ONNX exporter, which traces) records PyTorch's GRU
+    # operator: the tracer keeps it whole, so a traced model runs at any length, and the exporter
+    # translates it into ONNX's GRU. The kernel path works out sizes in Python, which the tracer
+    # would freeze at the traced shape.
+    resolved = "torch" if torch.jit.is_tracing() else resolve_backend(backend, input.device)
+    if resolved == "torch" and (_compat.is_vmapped(input) or _compat.is_vmapped(hx)):
+        resolved = "reference"  # PyTorch's GRU operator has no batching rule; the reference has
+    if resolved == "reference":
         return gru_reference(
             input, hx, params, num_layers=num_layers, bidirectional=bidirectional, has_biases=has_biases,
             batch_first=batch_first, lengths=lengths, dropout=dropout, training=training,
         )
+    if resolved == "torch":
+        return gru_torch(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training,
+                         lengths)
     device_type = input.device.type
     if torch.is_autocast_enabled(device_type) and input.dtype != torch.float64:
         # As nn.GRU under autocast: the whole recurrence runs in one low-precision dtype, which is
@@ -120,6 +142,23 @@ def gru(
             )
     _check_dtypes(input, hx, params)
     return _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths)
+
+
+def gru_torch(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths):
+    """PyTorch's GRU operator (``aten::gru``, what nn.GRU calls) with :func:`gru`'s arguments;
+    per-row lengths run it on a packed batch, as nn.GRU does for a ``PackedSequence``."""
+    num_dirs = 2 if bidirectional else 1
+    if hx is None:
+        batch = input.size(0 if batch_first else 1)
+        hx = input.new_zeros(num_layers * num_dirs, batch, params[1].shape[1])
+    if lengths is None:
+        return torch.gru(input, hx, params, has_biases, num_layers, dropout, training, bidirectional, batch_first)
+    packed = pack_padded_sequence(input, lengths.cpu(), batch_first=batch_first, enforce_sorted=False)
+    data, h_n = torch.gru(packed.data, packed.batch_sizes, hx.index_select(1, packed.sorted_indices), params,
+                          has_biases, num_layers, dropout, training, bidirectional)
+    output, _ = pad_packed_sequence(packed._replace(data=data), batch_first=batch_first,
+                                    total_length=input.size(1 if batch_first else 0))
+    return output, h_n.index_select(1, packed.unsorted_indices)
 
 
 def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths):
@@ -165,7 +204,7 @@ def _recurrence(x, hx, params, directions, per_dir, H, lengths, reverse, save):
         else:
             b_hn.append(w_hh_d.new_zeros(H))
     gx = F.linear(x, _cat(w_ih), _cat(bias) if bias else None)
-    y, h_last, _, _ = torch.ops.tritongru.gru_recurrence(
+    y, h_last, _, _ = _ops.GRURecurrence.apply(
         gx, _stack(w_hh), _stack(b_hn), hx[directions.start : directions.stop], lengths, reverse, save
     )
     return y, h_last

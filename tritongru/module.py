@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -23,10 +24,11 @@ class GRU(nn.Module):
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
             dtype: as ``torch.nn.GRU``.
-        backend: ``"auto"`` (default): the Triton kernels on CUDA tensors, and on CPU tensors when
-            ``TRITON_INTERPRET=1``; the PyTorch reference otherwise. ``"triton"``: always the
-            kernels, with a clear error where they cannot run. ``"reference"``: always the
-            pure-PyTorch reference.
+        backend: ``"auto"`` (default): the Triton kernels on CUDA tensors of a GPU they support,
+            and on CPU tensors when ``TRITON_INTERPRET=1``; PyTorch's own GRU operator (nn.GRU's,
+            at its speed) otherwise. ``"triton"``: always the kernels, with a clear error where they
+            cannot run. ``"torch"``: always PyTorch's GRU operator. ``"reference"``: the
+            step-by-step pure-PyTorch GRU, exact in float64, for validation.
     """
 
     def __init__(
@@ -47,10 +49,18 @@ class GRU(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {value}")
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                UserWarning, stacklevel=2,
+            )
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.backend = bidirectional, backend
@@ -105,6 +115,17 @@ class GRU(nn.Module):
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         return new
+
+    def to_torch(self) -> nn.GRU:
+        """The equivalent ``torch.nn.GRU``: same configuration, parameters (copied), device, dtype
+        and mode, for tools that need nn.GRU itself."""
+        weight = self.weight_ih_l0
+        module = nn.GRU(
+            self.input_size, self.hidden_size, self.num_layers, bias=self.bias, batch_first=self.batch_first,
+            dropout=self.dropout, bidirectional=self.bidirectional, device=weight.device, dtype=weight.dtype,
+        )
+        module.load_state_dict(self.state_dict())
+        return module.train(self.training)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -172,10 +193,8 @@ class GRU(nn.Module):
             raise RuntimeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.size(-1)}"
             )
-        if input.numel() == 0:
-            raise ValueError(f"GRU: expected a non-empty input (time steps and batch >= 1), got shape {tuple(input.shape)}")
         if input.device != weight.device:
-            raise ValueError(f"GRU: input is on {input.device} but the parameters are on {weight.device}")
+            raise RuntimeError(f"GRU: input is on {input.device} but the parameters are on {weight.device}")
 
     def _check_hidden(self, x: torch.Tensor, hx: torch.Tensor | None) -> None:
         if hx is None:
@@ -184,9 +203,9 @@ class GRU(nn.Module):
         if hx.size() != expected:
             raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.size())}")
         if hx.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"GRU: hx dtype {hx.dtype} does not match the input dtype {x.dtype}")
+            raise RuntimeError(f"GRU: hx dtype {hx.dtype} does not match the input dtype {x.dtype}")
         if hx.device != x.device:
-            raise ValueError(f"GRU: hx is on {hx.device} but the input is on {x.device}")
+            raise RuntimeError(f"GRU: hx is on {hx.device} but the input is on {x.device}")
 
 
 def _repack(output: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> PackedSequence:

@@ -88,6 +88,7 @@ def _setup_context(ctx, inputs, output):
     ctx.reverse = reverse
     ctx.saved = save
     ctx.save_for_backward(w_hh, hs, gates, lengths)
+    ctx.mark_non_differentiable(hs, gates)
 
 
 def _backward(ctx, dy, dh_n, _dhs, _dgates):
@@ -97,7 +98,7 @@ def _backward(ctx, dy, dh_n, _dhs, _dgates):
             "call it with save=True when gradients are needed"
         )
     w_hh, hs, gates, lengths = ctx.saved_tensors
-    dgx, dgh, dh0 = torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, ctx.reverse)
+    dgx, dgh, dh0 = _RecurrenceBackward.apply(dy, dh_n, w_hh, hs, gates, lengths, ctx.reverse)
     D, T, B, H3 = dgh.shape
     dgh_rows = dgh.reshape(D, T * B, H3)
     dw_hh = torch.bmm(dgh_rows.transpose(1, 2), hs[:, :T].reshape(D, T * B, H3 // 3))
@@ -106,3 +107,41 @@ def _backward(ctx, dy, dh_n, _dhs, _dgates):
 
 
 gru_recurrence.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ``register_autograd`` serves torch.autograd, torch.compile and torch.export, but the
+# autograd.Function it generates has no ``setup_context``, which torch.func's grad, vjp and jacrev
+# require (pytorch/pytorch#168393), for the forward operator and for the backward one that its
+# backward calls. These two Functions have the same forward, context and backward in the form
+# torch.func accepts; the functional API calls the first.
+class GRURecurrence(torch.autograd.Function):
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gx, w_hh, b_hn, h0, lengths, reverse, save):
+        return torch.ops.tritongru.gru_recurrence(gx, w_hh, b_hn, h0, lengths, reverse, save)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dhs, dgates):
+        return _backward(ctx, dy, dh_n, dhs, dgates)
+
+
+class _RecurrenceBackward(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(dy, dh_n, w_hh, hs, gates, lengths, reverse):
+        return torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("tritongru: the GRU's backward is not differentiable (no double backward)")

@@ -72,7 +72,6 @@ def gru_reference(
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.long)
     lengths = lengths.to(device=x.device, dtype=torch.long)
-    rows = torch.arange(B, device=x.device)
     h_n = []
     for layer in range(num_layers):
         outputs = []
@@ -81,19 +80,20 @@ def gru_reference(
             weights = list(params[index * per_dir : (index + 1) * per_dir])
             if not has_biases:
                 weights += [None, None]
-            h = hx[index]
-            out = x.new_zeros(T, B, H)
-            for step in range(T):
-                running = step < lengths
-                if direction == 0:
-                    t = torch.full_like(lengths, step)
-                else:
-                    t = torch.where(running, lengths - 1 - step, step)
-                x_t = x[t, rows]
-                h_new = gru_cell_reference(x_t, h, *weights)
-                h = torch.where(running[:, None], h_new, h)
-                out = out.index_put((t, rows), torch.where(running[:, None], h, 0.0))
-            outputs.append(out)
+            # Step s of a row reads time t(s): s forward; L-1-s reversed while the row runs, and s
+            # once it has finished (it then outputs zeros). t is an involution, so the outputs,
+            # gathered by step, return to time order through the same index.
+            steps = torch.arange(T, device=x.device)[:, None].expand(T, B)
+            running = steps < lengths
+            time = torch.where(running, lengths - 1 - steps, steps) if direction == 1 else steps
+            # unbind, not indexing per step: the backward of an index writes a full-size gradient
+            # each step; that of unbind stacks them once.
+            x_by_step = x.gather(0, time[:, :, None].expand(T, B, x.shape[-1])).unbind(0)
+            h, by_step = hx[index], []
+            for x_t, running_t in zip(x_by_step, running[:, :, None]):
+                h = torch.where(running_t, gru_cell_reference(x_t, h, *weights), h)
+                by_step.append(torch.where(running_t, h, 0.0))
+            outputs.append(torch.stack(by_step).gather(0, time[:, :, None].expand(T, B, H)))
             h_n.append(h)
         x = torch.cat(outputs, dim=-1)
         if dropout > 0 and training and layer < num_layers - 1:
