@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import targets  # noqa: E402
-from .machine import CPU_BANNER  # noqa: E402
 from .measure import ELEMENTWISE_FLOPS  # noqa: E402
 
 PLOT_MODES = ("inference", "train_fwd", "fwd_bwd")
@@ -93,8 +92,8 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     """``SUMMARY.md`` of ``rows`` (one GPU, commit and settings): environment, targets, results,
     skips, plots."""
     lines = [f"# tritongru perf results: {meta['gpu']}", ""]
-    if meta["cpu_interpreter"]:
-        lines += [f"> **{CPU_BANNER}**", ""]
+    if meta["timing_note"]:
+        lines += [f"> **{meta['timing_note']}**", ""]
     fact = {key: "n/a" if value is None else value for key, value in meta.items()}
     lines += [
         f"- commit `{meta['commit']}`, written {meta['date']}",
@@ -119,9 +118,12 @@ def write_summary(rows: pd.DataFrame, meta: dict, out_dir: Path, plots: list[Pat
     ]
     measured = rows[rows["status"] == "ok"].sort_values(["mode", "task", "dtype", "seq_len", "hidden", "batch", "provider"])
     columns = ["case_id", "provider", "p50_ms", "us_per_step", "model_us_per_step", "tflops", "speedup_vs_cudnn",
-               "cudnn_baseline", "out_err", "grad_err", "peak_mem_mib", "saved_mib", "timer", "config"]
+               "cudnn_baseline", "time_vs_nn_gru", "out_err", "grad_err", "peak_mem_mib", "saved_mib", "saved_vs_nn_gru",
+               "timer", "config"]
     for mode, group in measured.groupby("mode", sort=False):
-        lines += [f"## {mode}", "", markdown_table(group, columns), ""]
+        # Columns no row of this run fills (cuDNN's on a CPU, nn.GRU-on-CPU ratios on a GPU) are left out.
+        filled = [column for column in columns if group[column].replace("", pd.NA).notna().any()]
+        lines += [f"## {mode}", "", markdown_table(group, filled), ""]
     others = rows[rows["status"] != "ok"]
     if not others.empty:
         lines += ["## Skipped and failed", "", markdown_table(others, ["case_id", "provider", "status", "note"]), ""]

@@ -114,12 +114,13 @@ def _target_shapes() -> tuple[Case, ...]:
 
 def _cpu_shapes() -> tuple[Case, ...]:
     """Shapes a user runs on a CPU: a 2-layer inference at T=1024, small and medium training steps,
-    and the README's bf16 training shape."""
+    and a bf16 one (short: PyTorch's CPU GRU takes about a minute for a bf16 training step at T=1024,
+    B=16, H=512 on two cores)."""
     return (
         Case(16, 512, 512, 1024, 2, 1, "float32", "inference"),
         Case(32, 128, 128, 400, 1, 1, "float32", "fwd_bwd"),
         Case(16, 512, 512, 256, 1, 1, "float32", "fwd_bwd"),
-        Case(16, 512, 512, 1024, 1, 1, "bfloat16", "fwd_bwd"),
+        Case(16, 512, 512, 64, 1, 1, "bfloat16", "fwd_bwd"),
     )
 
 
