@@ -1,7 +1,8 @@
-"""Triton kernels of tritongru: the persistent GRU forward and backward, and their launchers."""
+"""Triton kernels of tritongru: the persistent GRU forward (of a layer, or of a whole stack) and backward, and
+their launchers."""
 
 from .gru_backward import gru_backward, gru_bwd_persistent_kernel
-from .gru_forward import gru_forward, gru_fwd_persistent_kernel
+from .gru_forward import gru_forward, gru_fwd_persistent_kernel, gru_stack_forward
 from .launch import PersistentConfig
 from .limits import DeviceLimits, arch_limits, device_limits
 
@@ -14,4 +15,5 @@ __all__ = [
     "gru_bwd_persistent_kernel",
     "gru_forward",
     "gru_fwd_persistent_kernel",
+    "gru_stack_forward",
 ]

@@ -12,9 +12,22 @@ error word, every other program sees it and leaves its wait, and the host raises
 launch. The counter is then left mid-round, so the host zeroes both words before the next launch.
 """
 
+import time
+
+import numpy as np
 import triton
 import triton.language as tl
 from triton.language.extra.cuda import globaltimer
+
+from .settings import INTERPRET
+
+if INTERPRET:
+    from triton.runtime.interpreter import TensorHandle
+
+    def globaltimer():  # noqa: F811 - the interpreter's stand-in
+        """The host's monotonic clock in place of the GPU's ``%globaltimer`` (inline PTX, which the
+        interpreter cannot run), so that waits are bounded on the CPU too."""
+        return tl.tensor(TensorHandle(np.array([time.monotonic_ns()], dtype=np.int64), tl.int64), tl.int64)
 
 
 @triton.jit

@@ -59,24 +59,30 @@ def gate_dots(b_h, w_r, w_z, w_n, acc_r, acc_z, acc_n, PRECISION: tl.constexpr, 
 
 @triton.jit(do_not_specialize=["timeout_us"])
 def gru_fwd_persistent_kernel(
-    p_gx,  # (T, B, D x 3H) input projection of each direction, gate order r, z, n
+    p_gx,  # (T, B, D x 3H) input projection of each direction (of layer 0 when STACK), gate order r, z, n
     p_w,  # (D, 3H, H) W_hh
     p_bhn,  # (D, H) b_hh of the n gate
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
     p_hbuf,  # (D, hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
-    p_xbuf,  # (D, 2, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
+    p_xbuf,  # (D, xbuf_slots, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
     p_state,  # (D, B, H) running state in ACC, initialised with h0; holds h_n at the end
-    p_y,  # (T, B, D x H) output, the directions side by side
+    p_y,  # (T, B, D x H) output, the directions side by side; STACK: (layers or 1, T, B, H)
     p_gates,  # (D, T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
     p_sync,  # (2,) int32 barrier counter and error word
+    p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
+    p_bih,  # STACK: (D - 1, 3H) their input bias, b_hh of r and z folded in
+    p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
     T,
     B,
     H,
     hbuf_slots,
+    xbuf_slots,
     num_b_tiles,
-    num_programs,  # per direction
-    num_dirs,
+    num_programs,  # per direction (per layer when STACK)
+    num_dirs,  # groups of programs: directions, or layers when STACK
     timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
+    STACK: tl.constexpr,  # the groups are the layers of a unidirectional stack (see below)
+    DROPOUT: tl.constexpr,
     REVERSE: tl.constexpr,  # direction 0 runs reversed (direction 1 runs the other way)
     USE_LENGTHS: tl.constexpr,
     SAVE_GATES: tl.constexpr,
@@ -95,23 +101,42 @@ def gru_fwd_persistent_kernel(
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
-    reverse = (direction == 1) ^ REVERSE
+    if STACK:
+        reverse = False
+    else:
+        reverse = (direction == 1) ^ REVERSE
     # Offsets across time can pass 2**31 elements (long T x B x 3H): they are 64-bit, and a
     # time-indexed tensor's direction offset joins its time offset in one 64-bit addition, so that
     # every address formed from its base pointer adds a 64-bit offset (tests/test_offsets.py).
     # Offsets inside one step stay 32-bit (the launcher checks B x D x 3H < 2**31).
     dir64 = tl.cast(direction, tl.int64)
-    col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
-    col_y = dir64 * H
     slot0 = dir64 * hbuf_slots  # this direction's first slot of hbuf
     step0 = dir64 * T  # and of gates
     # Tensors without a time axis move to this direction's part once.
     p_w += dir64 * 3 * H * H
     p_bhn += direction * H
-    p_xbuf += dir64 * 2 * B * H
+    p_xbuf += dir64 * xbuf_slots * B * H
     p_state += direction * B * H
-    row_gx = num_dirs * 3 * H
-    row_y = num_dirs * H
+    if STACK:
+        # Layer 0 reads gx; layer l > 0 projects layer l - 1's states (its words in p_xbuf) itself.
+        # Only the top layer's output is the result; with SAVE_GATES every layer's is kept.
+        col_gx = dir64 * 0
+        row_gx = 3 * H
+        col_y = dir64 * 0
+        row_y = H
+        if SAVE_GATES:
+            p_y += dir64 * T * B * H
+        writes_y = SAVE_GATES or direction == num_dirs - 1
+        below = tl.maximum(direction - 1, 0)
+        p_wih += tl.cast(below, tl.int64) * 3 * H * H
+        p_bih += below * 3 * H
+        p_x_below = p_xbuf - tl.cast(xbuf_slots, tl.int64) * B * H
+        p_mask += tl.cast(below, tl.int64) * T * B * H
+    else:
+        col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
+        col_y = dir64 * H
+        row_gx = num_dirs * 3 * H
+        row_y = num_dirs * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
     S: tl.constexpr = SPLIT_K * SPLIT_N
@@ -122,14 +147,19 @@ def gru_fwd_persistent_kernel(
         w_r = load_weight_chunks(p_w, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
         w_z = load_weight_chunks(p_w + H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
         w_n = load_weight_chunks(p_w + 2 * H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+        if STACK:
+            # Layer 0's programs hold layer 1's W_ih too, unused: one compiled kernel for all layers.
+            w_ir = load_weight_chunks(p_wih, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+            w_iz = load_weight_chunks(p_wih + H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+            w_in = load_weight_chunks(p_wih + 2 * H * H, j0, 1, H, H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     stride_t = tl.cast(B, tl.int64) * row_gx
     DTYPE = p_hbuf.dtype.element_ty
     WORD = p_xbuf.dtype.element_ty
     for step in range(T):
         p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
         p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
-        p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
-        p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
+        p_x_in = p_xbuf + tl.cast(step % xbuf_slots, tl.int64) * B * H
+        p_x_out = p_xbuf + tl.cast((step + 1) % xbuf_slots, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
             j0 = (tile % num_h_tiles) * BLOCK_H
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
@@ -144,6 +174,22 @@ def gru_fwd_persistent_kernel(
             acc_r = tl.zeros((S, BLOCK_B, NS), ACC)
             acc_z = tl.zeros((S, BLOCK_B, NS), ACC)
             acc_n = tl.zeros((S, BLOCK_B, NS), ACC)
+            if STACK:
+                # x_t W_ih^T joins h_{t-1} W_hh^T in the r and z accumulators (the gates add them);
+                # the n gate keeps its own, since r scales only the recurrent part.
+                acc_xn = tl.zeros((S, BLOCK_B, NS), ACC)
+                if direction > 0:
+                    b_words = wait_tagged_chunks(
+                        p_x_below + tl.cast(step + 1, tl.int64) * B * H, offs_b, H, B, H, step_tag(step + 1, WORD),
+                        p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
+                    )
+                    for c in tl.static_range(NUM_K):
+                        b_x = unpack_tagged(b_words[c], DTYPE)
+                        if DROPOUT:
+                            p_mask_t = p_mask + tl.cast(step, tl.int64) * B * H
+                            b_x = b_x * load_row_chunk(p_mask_t, offs_b, c, H, B, H, BLOCK_K, SPLIT_K)
+                        b_x = spread_rows(b_x, BLOCK_B, SPLIT_N)
+                        acc_r, acc_z, acc_xn = gate_dots(b_x, w_ir[c], w_iz[c], w_in[c], acc_r, acc_z, acc_xn, PRECISION, ACC)
             if FLAGS:
                 b_words = wait_tagged_chunks(
                     p_x_in, offs_b, H, B, H, step_tag(step, WORD), p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
@@ -170,10 +216,20 @@ def gru_fwd_persistent_kernel(
             gh_r, gh_z = split_sum_pair(acc_r, acc_z, SPLIT_K, SPLIT_N, ROWS)
             gh_n = split_sum(acc_n, SPLIT_K, SPLIT_N, ROWS)
 
+            if STACK:
+                from_gx = mask & (direction == 0)  # the layers above have no gx
+            else:
+                from_gx = mask
             p_gx_t = p_gx + (t3 * stride_t + col_gx) + b3 * row_gx + offs_j
-            gx_r = tl.load(p_gx_t, mask=mask, other=0.0).to(ACC)
-            gx_z = tl.load(p_gx_t + H, mask=mask, other=0.0).to(ACC)
-            gx_n = tl.load(p_gx_t + 2 * H, mask=mask, other=0.0).to(ACC)
+            gx_r = tl.load(p_gx_t, mask=from_gx, other=0.0).to(ACC)
+            gx_z = tl.load(p_gx_t + H, mask=from_gx, other=0.0).to(ACC)
+            gx_n = tl.load(p_gx_t + 2 * H, mask=from_gx, other=0.0).to(ACC)
+            if STACK:
+                from_bias = (offs_j < H) & (direction > 0)
+                gx_r += tl.load(p_bih + offs_j, mask=from_bias, other=0.0).to(ACC)
+                gx_z += tl.load(p_bih + H + offs_j, mask=from_bias, other=0.0).to(ACC)
+                gx_n += split_sum(acc_xn, SPLIT_K, SPLIT_N, ROWS)
+                gx_n += tl.load(p_bih + 2 * H + offs_j, mask=from_bias, other=0.0).to(ACC)
             b_hn = tl.load(p_bhn + offs_j, mask=offs_j < H, other=0.0).to(ACC)
 
             r = sigmoid(gx_r + gh_r)
@@ -192,7 +248,11 @@ def gru_fwd_persistent_kernel(
                 tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)
             b_y = tl.where(valid3, h_new, 0.0)
             p_y_t = p_y + (t3 * B * row_y + col_y) + b3 * row_y + offs_j
-            tl.store(p_y_t, b_y.to(p_y.dtype.element_ty), mask=mask)
+            if STACK:
+                mask_y = mask & writes_y
+            else:
+                mask_y = mask
+            tl.store(p_y_t, b_y.to(p_y.dtype.element_ty), mask=mask_y)
             if SAVE_GATES:
                 p_g = p_gates + ((step0 + step) * B + b3) * (4 * H) + offs_j
                 dtype = p_gates.dtype.element_ty
@@ -228,15 +288,76 @@ def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, confi
     gates = empty_output((D, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        T, B, H, slots, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
+        w_hh, b_hn, sync,  # no layers above: W_ih, its bias and the dropout masks are never read
+        T, B, H, slots, 2, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch = Launch(
-        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save), config, D, config.grid_synchronised(H)
+        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save, STACK=False, DROPOUT=False), config, D,
+        config.grid_synchronised(H),
     )
     return launch, (y, state, hbuf, gates)
+
+
+def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: bool, config: PersistentConfig,
+                         precision: str):
+    """The one launch that runs every layer of a unidirectional stack (see :func:`gru_stack_forward`)
+    and the tensors it writes: ``(launch, (y, state, hbuf, gates))``."""
+    L, _, H = w_hh.shape
+    T, B = gx.shape[:2]
+    dtype, device = gx.dtype, gx.device
+    config.validate(H, B, dtype, directions=1)
+    if not config.resident:
+        raise ValueError("a stack in one launch needs resident weights (each program polls all its chunks at once)")
+    if dtype.itemsize == 2 and T >= 0xFFFF:
+        raise ValueError(f"a stack of 16-bit states tags each step in 16 bits: T must stay below 65535, got {T}")
+    sync = new_sync_word(device)
+    slots = T + 1 if save else 2
+    hbuf = empty_output((L, slots, B, H), dtype, device)
+    hbuf[:, 0].copy_(h0)
+    # Every layer's whole history of tagged states: a layer may run many steps ahead of the one
+    # above, so no slot is ever reused. Zeros are tag 0, which only h0's slot carries.
+    xbuf = torch.zeros((L, T + 1, B, H), dtype=word_dtype(dtype), device=device)
+    xbuf[:, 0].copy_(pack_initial(h0, dtype))
+    state = accumulator_state(h0)
+    y = empty_output((L if save else 1, T, B, H), dtype, device)
+    gates = empty_output((L, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
+    args = (
+        gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
+        w_ih, b_ih, masks if masks is not None else sync,
+        T, B, H, slots, T + 1, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
+    )
+    constexprs = launch_constexprs(
+        config, H, B, dtype, backward=False, reverse=False, use_lengths=lengths is not None, precision=precision
+    )
+    constexprs.update(SAVE_GATES=save, STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False)
+    return Launch(gru_fwd_persistent_kernel, args, constexprs, config, L, True), (y, state, hbuf, gates)
+
+
+def gru_stack_forward(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: bool, config: PersistentConfig,
+                      precision: str):
+    """Every layer of a unidirectional stack in one launch: programs are (layer, hidden slice,
+    batch tile) triples, each holding its slices of W_hh and of the layer's W_ih on chip; a layer
+    takes step t as soon as the layer below has published its h_t and its own layer h_{t-1}, so the
+    stack runs in about T + L - 1 dependent steps instead of L x T.
+
+    ``gx`` (T, B, 3H) is layer 0's input projection (as for :func:`gru_forward`); ``w_ih``
+    (L - 1, 3H, H) and ``b_ih`` (L - 1, 3H) the layers above's input weights and bias (``b_hh`` of
+    r and z folded in); ``w_hh`` (L, 3H, H), ``b_hn`` (L, H), ``h0`` (L, B, H); ``masks``
+    (L - 1, T, B, H) the dropout multipliers of the layers above's inputs, or None. Returns ``y``:
+    (T, B, H), the top layer's output, or with ``save`` every layer's (L, T, B, H); ``h_n`` (L, B,
+    H); and with ``save`` each layer's states ``hs`` (L, T + 1, B, H) and gates (L, T, B, 4, H), the
+    layout :func:`~kernels.gru_backward.gru_backward` takes one layer of.
+    """
+    launch, (y, state, hbuf, gates) = stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save,
+                                                           config, precision)
+    launch_persistent(launch)
+    h_n = state.to(gx.dtype)
+    if not save:
+        return y[0], h_n, gx.new_empty(0), gates
+    return y, h_n, hbuf, gates
 
 
 def gru_forward(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):

@@ -282,7 +282,7 @@ def launch_persistent(launch: Launch) -> None:
 
 
 def device_name(device: torch.device) -> str:
-    return torch.cuda.getdevice_name(device) if device.type == "cuda" else str(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 def accumulator_dtype(dtype: torch.dtype, namespace=tl):

@@ -9,7 +9,8 @@ GIL, so they are atomic between threads, and a spinning program yields the GIL t
 Memory is sequentially consistent here, unlike a GPU's: this checks the protocol (which slot, which
 step, who waits for whom, the timeout), not the fences, which only a GPU can check.
 
-It works by patching two interpreter internals (the builder's program index and the launch's call
+Waits are bounded by the host's clock under the interpreter (``kernels/barrier.py``). It works by
+patching two interpreter internals (the builder's program index and the launch's call
 of the kernel body); ``test_concurrent_interpreter.py`` checks that the patch still takes on the
 installed Triton.
 """
@@ -20,13 +21,8 @@ import contextlib
 import functools
 import inspect
 import threading
-import time
 
-import numpy as np
-import triton.language as tl
 from triton.runtime import interpreter
-
-import tritongru.kernels.barrier as barrier
 
 _local = threading.local()
 
@@ -37,13 +33,6 @@ def _get_grid_idx(builder):
 
 def _set_grid_idx(builder, value):
     _local.grid_idx = value
-
-
-def _globaltimer():
-    """The host's monotonic clock in place of the GPU's ``%globaltimer`` (inline PTX, which the
-    interpreter cannot run)."""
-    now = np.array([time.monotonic_ns()], dtype=np.int64)
-    return tl.tensor(interpreter.TensorHandle(now, tl.int64), tl.int64)
 
 
 class _ConcurrentBody:
@@ -87,13 +76,10 @@ def concurrent_programs():
     def init(self, fn, *args, **kwargs):
         executor_init(self, _ConcurrentBody(fn), *args, **kwargs)
 
-    saved_timer = barrier.globaltimer
     builder_type.grid_idx = property(_get_grid_idx, _set_grid_idx)
     interpreter.GridExecutor.__init__ = init
-    barrier.globaltimer = _globaltimer
     try:
         yield
     finally:
-        barrier.globaltimer = saved_timer
         interpreter.GridExecutor.__init__ = executor_init
         del builder_type.grid_idx

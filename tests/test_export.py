@@ -150,7 +150,7 @@ def test_dynamo_onnx_export_with_lengths(tmp_path):
     case = Case("lengths", layers=2, bidirectional=True)
     model, path = _model(case, BACKENDS[-1]), tmp_path / "gru.onnx"
     T = torch.export.Dim("T", min=2, max=4096)
-    program = torch.onnx.export(_WithLengths(model), (_x(case, EXPORTED_T, B=3), torch.tensor([5, 2, 4])),
+    program = torch.onnx.export(_WithLengths(model).eval(), (_x(case, EXPORTED_T, B=3), torch.tensor([5, 2, 4])),
                                 dynamo=True, dynamic_shapes=({0: T}, None),
                                 custom_translation_table=tritongru.onnx_translations(), verbose=False)
     program.save(str(path))

@@ -158,3 +158,10 @@ def test_check_stalls_waits_for_every_launch(monkeypatch):
     monkeypatch.setitem(stalls._pending, device, _pending((0, False)))
     stalls.check_stalls(device)
     assert not stalls._pending[device]
+
+
+def test_device_name_names_a_gpu_and_the_cpu(monkeypatch):
+    """The name every refusal and DoesNotFit message carries (a GPU's, without needing one here)."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert launch.device_name(torch.device("cuda", 0)) == "NVIDIA H200"
+    assert launch.device_name(torch.device("cpu")) == "cpu"

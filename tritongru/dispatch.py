@@ -61,6 +61,7 @@ class Problem:
     dtype: torch.dtype
     training: bool
     directions: int = 1  # run by one launch: 2 when both directions of a layer share it
+    layers: int = 1  # run by one launch: every layer of a unidirectional stack (the forward only)
 
 
 def weight_budget(limits: DeviceLimits) -> int:
@@ -216,25 +217,31 @@ def heuristic_config(
     capped = tiles is None and not _plan_entry(H, problem.dtype.itemsize, kind, B, limits.arch)
     tiles = tiles or planned_tiles(H, problem.dtype.itemsize, kind, B, limits.arch)
     budget = weight_budget(limits)
-    # The SMs one direction's programs may take (the grid is directions x num_programs).
-    sms = max(1, limits.sms // problem.directions)
+    # The SMs one direction's (or layer's) programs may take (the grid is groups x num_programs).
+    stacked = problem.layers > 1
+    sms = max(1, limits.sms // (problem.directions * problem.layers))
+    # A stack's programs hold their slices of W_ih beside those of W_hh.
+    matrices = 2 if stacked else 1
     block_b = tiles.block_b
     b_tiles = triton.cdiv(B, block_b)
     h_pad = max(triton.next_power_of_2(H), 16)
     common = dict(num_warps=tiles.num_warps, max_registers=tiles.max_registers, split_k=tiles.split_k, split_n=tiles.split_n)
-    if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) <= budget // 2:
+    if 3 * h_pad * H * resident_bytes_per_weight(problem.dtype) * matrices <= budget // 2:
         block_k = min(tiles.block_k, max(triton.next_power_of_2(3 * H if backward else H), 16))
         whole = PersistentConfig(block_b, h_pad, block_k, num_programs=min(b_tiles, sms), **common)
         return split_among_warps(whole, prefer="n")
-    # Slices sized for one direction on all SMs, whatever the directions: the compile-checked tiles.
-    block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * problem.directions)))
+    # Slices sized for one direction on all SMs, whatever the directions: the compile-checked
+    # tiles; a stack's layers share the SMs.
+    block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * (1 if stacked else problem.directions))))
     if capped:
         common["max_registers"] = 255
     sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
-    if sliced.weight_bytes(H, problem.dtype) <= budget:
+    if sliced.weight_bytes(H, problem.dtype) * matrices <= budget:
         groups = max(1, min(b_tiles, sms // h_tiles))
         chosen = tiles.exchange if exchange is None else exchange
+        if stacked:
+            chosen = "flags"  # layers run different steps at once: no barrier can end a step
         if chosen == "flags" and problem.dtype.itemsize > 4:
             chosen = "barrier"  # an fp64 value and its tag fit no single-copy-atomic word
         return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen)
@@ -370,7 +377,8 @@ def plan_launch(problem: Problem, device: torch.device) -> LaunchPlan:
         config = interpreter_config(problem)
         return LaunchPlan(problem, config, config if problem.training else None, "interpreter")
     limits = limits_of(device)
-    tuned_config = tuned.lookup(problem, device)
+    # Tuned tables time one layer's launches; a stack's programs also hold W_ih.
+    tuned_config = tuned.lookup(problem, device) if problem.layers == 1 else None
     planned = plan_ahead(problem, limits)
     configs, sources = [], []
     for backward in passes:
@@ -394,6 +402,22 @@ def plan_layer(hidden: int, batch: int, dtype: torch.dtype, training: bool, bidi
         if not any(config.grid_synchronised(hidden) and 2 * config.num_programs > sms for config in configs):
             return shared
     return plan_launch(Problem(hidden, batch, dtype, training), device)
+
+
+def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, layers: int,
+               device: torch.device) -> LaunchPlan | None:
+    """The plan of one launch running every layer of a unidirectional stack, or None where it does
+    not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
+    a value and its tag), or a stack whose weights (W_ih and W_hh) do not stay on chip with one
+    program per SM."""
+    if layers < 2 or dtype.itemsize > 4:
+        return None
+    plan = plan_launch(Problem(hidden, batch, dtype, training, layers=layers), device)
+    if not plan.forward.resident:
+        return None
+    if not INTERPRET and layers * plan.forward.num_programs > limits_of(device).sms:
+        return None
+    return plan
 
 
 def choose_config(problem: Problem, device: torch.device, backward: bool = False) -> PersistentConfig:

@@ -163,7 +163,7 @@ def gru_torch(input, hx, params, num_layers, bidirectional, has_biases, batch_fi
 
 def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch_first, dropout, training, lengths):
     x = input.transpose(0, 1) if batch_first else input
-    B = x.shape[1]
+    T, B = x.shape[:2]
     num_dirs = 2 if bidirectional else 1
     per_dir = 4 if has_biases else 2
     H = params[1].shape[1]
@@ -172,6 +172,14 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
     if lengths is not None:
         lengths = lengths.to(device=x.device, dtype=torch.int32)
     save = _needs_grad([input, hx, *params])
+    masks = _dropout_masks(x, num_layers, num_dirs * H, dropout, training)
+    if not bidirectional and (x.dtype.itemsize > 2 or T < 0xFFFF):
+        if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device) is not None:
+            try:
+                output, h_n = _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save)
+                return (output.transpose(0, 1) if batch_first else output), h_n
+            except dispatch.PlanError:
+                pass  # found before anything ran: the layers run one launch each
     per_launch = dispatch.plan_layer(H, B, x.dtype, save, bidirectional, x.device).problem.directions
     h_n = []
     for layer in range(num_layers):
@@ -182,32 +190,56 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
             outputs.append(y)
             h_n.append(h_last)
         x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        if dropout > 0 and training and layer < num_layers - 1:
-            x = F.dropout(x, p=dropout, training=True)
+        if masks is not None and layer < num_layers - 1:
+            x = x * masks[layer]
     output = x.transpose(0, 1) if batch_first else x
     return output, torch.cat(h_n)
+
+
+def _dropout_masks(x, num_layers, width, dropout, training):
+    """The dropout multipliers of the inputs of layers 1.. ``(layers - 1, T, B, width)``, drawn
+    before any launch from PyTorch's generator, so that a seed gives the same result whether the
+    layers run one launch each or all in one; None without dropout."""
+    if not (dropout > 0 and training and num_layers > 1):
+        return None
+    masks = x.new_empty((num_layers - 1, *x.shape[:2], width))
+    if dropout == 1:
+        return masks.zero_()
+    return masks.bernoulli_(1 - dropout).div_(1 - dropout)
+
+
+def _layer_weights(params, index, per_dir, H):
+    """``(w_ih, w_hh, bias, b_hn)`` of the layer direction with flat index ``index``: ``bias`` the
+    input projection's, with ``b_hh`` of the r and z gates folded in (None without biases)."""
+    w_ih, w_hh, *biases = params[index * per_dir : (index + 1) * per_dir]
+    if not biases:
+        return w_ih, w_hh, None, w_hh.new_zeros(H)
+    b_ih, b_hh = biases
+    return w_ih, w_hh, b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]), b_hh[2 * H :]
 
 
 def _recurrence(x, hx, params, directions, per_dir, H, lengths, reverse, save):
     """One launch for the layer directions with flat indices ``directions`` (consecutive; the first
     runs reversed when ``reverse``): their input projection is one GEMM and their outputs come
     back side by side, ``(T, B, len(directions) x H)``, with ``h_n`` ``(len(directions), B, H)``."""
-    w_ih, w_hh, bias, b_hn = [], [], [], []
-    for index in directions:
-        w_ih_d, w_hh_d, *biases = params[index * per_dir : (index + 1) * per_dir]
-        w_ih.append(w_ih_d)
-        w_hh.append(w_hh_d)
-        if biases:
-            b_ih_d, b_hh_d = biases
-            bias.append(b_ih_d + torch.cat([b_hh_d[: 2 * H], b_hh_d.new_zeros(H)]))
-            b_hn.append(b_hh_d[2 * H :])
-        else:
-            b_hn.append(w_hh_d.new_zeros(H))
-    gx = F.linear(x, _cat(w_ih), _cat(bias) if bias else None)
+    w_ih, w_hh, bias, b_hn = zip(*(_layer_weights(params, index, per_dir, H) for index in directions))
+    gx = F.linear(x, _cat(list(w_ih)), None if bias[0] is None else _cat(list(bias)))
     y, h_last, _, _ = _ops.GRURecurrence.apply(
-        gx, _stack(w_hh), _stack(b_hn), hx[directions.start : directions.stop], lengths, reverse, save
+        gx, _stacked(list(w_hh)), _stacked(list(b_hn)), hx[directions.start : directions.stop], lengths, reverse, save
     )
     return y, h_last
+
+
+def _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save):
+    """Every layer of a unidirectional stack in one launch; layer 0's input projection is one GEMM
+    before it, the layers above project their inputs inside it."""
+    w_ih, w_hh, bias, b_hn = zip(*(_layer_weights(params, layer, per_dir, H) for layer in range(num_layers)))
+    gx = F.linear(x, w_ih[0], bias[0])
+    b_ih = torch.stack(bias[1:]) if bias[0] is not None else w_hh[0].new_zeros(num_layers - 1, 3 * H)
+    ys, h_n, _, _ = _ops.GRUStack.apply(
+        gx, torch.stack(w_ih[1:]), b_ih, torch.stack(w_hh), torch.stack(b_hn), hx, lengths, masks, save
+    )
+    return (ys[-1] if save else ys), h_n
 
 
 # One direction's weights go to the kernel as views, not copies: a streaming caller (one timestep
@@ -216,5 +248,5 @@ def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from .dispatch import Problem, plan_launch, run_planned
-from .kernels import gru_backward, gru_forward
+from .dispatch import PlanError, Problem, plan_launch, run_planned
+from .kernels import gru_backward, gru_forward, gru_stack_forward
 from .kernels.launch import accumulator_dtype
 
 
@@ -30,6 +30,22 @@ def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run):
     directions, _, hidden = w_hh.shape
     plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device)
     return run_planned(plan, backward, gx.device, run)
+
+
+def _run_stack(gx: Tensor, w_hh: Tensor, training: bool, run):
+    """``run(config)`` with the plan of a whole stack's launch (:func:`dispatch.plan_stack`)."""
+    can_run, why = _compat.kernels_can_run(gx.device)
+    if not can_run:
+        raise RuntimeError(f"tritongru: {why}")
+    layers, _, hidden = w_hh.shape
+    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, layers=layers), gx.device)
+
+    def resident_only(config):
+        if not config.resident:  # a smaller plan that streams its weights: no longer one launch
+            raise PlanError(f"tritongru: no plan of the {layers}-layer stack keeps its weights on chip ({config.label()})")
+        return run(config)
+
+    return run_planned(plan, False, gx.device, resident_only)
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
@@ -145,3 +161,95 @@ class _RecurrenceBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         raise RuntimeError("tritongru: the GRU's backward is not differentiable (no double backward)")
+
+
+@torch.library.custom_op("tritongru::gru_stack", mutates_args=(), device_types=("cuda", "cpu"))
+def gru_stack(
+    gx: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor, lengths: Optional[Tensor],
+    masks: Optional[Tensor], save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every layer of a unidirectional stack in one launch: ``(y, h_n, hs, gates)``, see
+    :func:`tritongru.kernels.gru_stack_forward` (``y`` holds every layer's output when ``save``)."""
+    L, H3, H = w_hh.shape
+    T, B = gx.shape[:2]
+    for name, tensor, shape in (("gx", gx, (T, B, H3)), ("w_ih", w_ih, (L - 1, H3, H)), ("b_ih", b_ih, (L - 1, H3)),
+                                ("b_hn", b_hn, (L, H)), ("h0", h0, (L, B, H))):
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} for w_hh of shape {tuple(w_hh.shape)}, got {tuple(tensor.shape)}")
+    if masks is not None and tuple(masks.shape) != (L - 1, T, B, H):
+        raise ValueError(f"masks must have shape {(L - 1, T, B, H)}, got {tuple(masks.shape)}")
+    args = [t.contiguous() for t in (gx, w_ih, b_ih, w_hh, b_hn, h0)]
+    masks = None if masks is None else masks.contiguous()
+    precision = _compat.fp32_dot_precision()
+    return _run_stack(gx, w_hh, save, lambda config: gru_stack_forward(*args, lengths, masks, save, config, precision))
+
+
+@gru_stack.register_fake
+def _(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save):
+    T, B, _ = gx.shape
+    L, _, H = w_hh.shape
+    if not save:
+        return gx.new_empty(T, B, H), gx.new_empty(L, B, H), gx.new_empty(0), gx.new_empty(0)
+    return gx.new_empty(L, T, B, H), gx.new_empty(L, B, H), gx.new_empty(L, T + 1, B, H), gx.new_empty(L, T, B, 4, H)
+
+
+class GRUStack(torch.autograd.Function):
+    """The stack's launch with its backward: the layers top down, each through the one-layer
+    backward kernel on what the launch saved, and the input weights' gradients from GEMMs, as
+    autograd differentiates the input projection of a layer-by-layer stack."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save):
+        return torch.ops.tritongru.gru_stack(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, w_ih, _, w_hh, _, _, lengths, masks, save = inputs
+        ys, _, hs, gates = output
+        ctx.saved = save
+        ctx.save_for_backward(w_ih, w_hh, ys, hs, gates, lengths, masks)
+        ctx.mark_non_differentiable(hs, gates)
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, _dhs, _dgates):
+        if not ctx.saved:
+            raise RuntimeError("tritongru::gru_stack was called with save=False, so nothing was kept for the backward")
+        w_ih, w_hh, ys, hs, gates, lengths, masks = ctx.saved_tensors
+        L = w_hh.shape[0]
+        # dy is the gradient of every layer's output (only the top one is returned to the caller).
+        dy_layer = dy[-1]
+        dw_ih, db_ih, dw_hh, db_hn, dh0 = [None] * (L - 1), [None] * (L - 1), [None] * L, [None] * L, [None] * L
+        for layer in reversed(range(L)):
+            if dy.shape[0] == L and layer < L - 1:
+                dy_layer = dy_layer + dy[layer]
+            saved = (w_hh[layer : layer + 1], hs[layer : layer + 1], gates[layer : layer + 1], lengths)
+            ctx_layer = _LayerContext(*saved)
+            dgx, dw_hh_l, db_hn_l, dh0_l, *_ = _backward(ctx_layer, dy_layer, dh_n[layer : layer + 1], None, None)
+            dw_hh[layer], db_hn[layer], dh0[layer] = dw_hh_l[0], db_hn_l[0], dh0_l[0]
+            if layer == 0:
+                dgx0 = dgx
+                break
+            x = ys[layer - 1] if masks is None else ys[layer - 1] * masks[layer - 1]
+            rows = dgx.reshape(-1, dgx.shape[-1])
+            dw_ih[layer - 1] = rows.t() @ x.reshape(-1, x.shape[-1])
+            db_ih[layer - 1] = rows.sum(0, dtype=accumulator_dtype(rows.dtype, torch)).to(rows.dtype)
+            dx = dgx @ w_ih[layer - 1]
+            dy_layer = dx if masks is None else dx * masks[layer - 1]
+        return (dgx0, _stacked(dw_ih, w_ih), _stacked(db_ih, w_ih), torch.stack(dw_hh), torch.stack(db_hn),
+                torch.stack(dh0), None, None, None)
+
+
+class _LayerContext:
+    """What :func:`_backward` reads of a one-layer context, for one layer of a stack."""
+
+    reverse = False
+    saved = True
+
+    def __init__(self, w_hh, hs, gates, lengths):
+        self.saved_tensors = (w_hh, hs, gates, lengths)
+
+
+def _stacked(grads: list, like: Tensor) -> Tensor:
+    return torch.stack(grads) if grads else like.new_zeros(like.shape)
