@@ -1,0 +1,162 @@
+"""Every layer of a unidirectional stack in one launch, on the CPU: each program in its own thread
+(several hidden slices and batch tiles per layer, layers waiting for the one below), forward and
+every gradient against float64; the same dropout masks as layer by layer for one seed; a missing
+program raising the timeout; and the planner's choice of the stack on an H200."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import pytest
+import torch
+import triton
+
+import tritongru
+from tritongru import dispatch
+from tritongru.dispatch import Problem, force_config, heuristic_config
+from tritongru.kernels import PersistentConfig
+from tritongru.kernels.limits import arch_limits
+from tritongru.reference import gru_reference
+
+from concurrent_interpreter import concurrent_programs
+from helpers import OneProgramShort, grads
+
+forward_module = importlib.import_module("tritongru.kernels.gru_forward")
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py covers a GPU")
+
+
+@pytest.fixture
+def patient_waits(monkeypatch):
+    """Interpreted programs sharing two cores take seconds per step: a GPU's 2 s wait is too short."""
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "120000")
+
+
+def _sliced(H: int, B: int, block_h: int = 16) -> PersistentConfig:
+    """Resident slices of ``block_h`` units and 16-row batch tiles, one program each, per layer."""
+    return PersistentConfig(block_b=16, block_h=block_h, block_k=16, num_warps=1,
+                            num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, 16), exchange="flags")
+
+
+def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
+
+
+def _check_against_float64(layers, H, B, T, dtype, tolerance, lengths=None, concurrent=True, config=None):
+    torch.manual_seed(31)
+    gru = torch.nn.GRU(5, H, layers, dtype=dtype)
+    params = [p.detach().requires_grad_() for p in gru._flat_weights]
+    x = torch.randn(T, B, 5, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(layers, B, H, dtype=dtype, requires_grad=True)
+    exact = [t.detach().double().requires_grad_() for t in (x, h0, *params)]
+    y_ref, h_ref = gru_reference(exact[0], exact[1], exact[2:], num_layers=layers, bidirectional=False, lengths=lengths)
+    cotangents = [torch.randn(y_ref.shape, dtype=torch.float64), torch.randn(h_ref.shape, dtype=torch.float64)]
+    with (concurrent_programs() if concurrent else _nothing()), (force_config(config) if config else _nothing()):
+        y, h_n = tritongru.gru(x, h0, params, num_layers=layers, bidirectional=False, lengths=lengths, backend="triton")
+        ours = torch.autograd.grad([y, h_n], [x, h0, *params], [c.to(dtype) for c in cotangents])
+    theirs = torch.autograd.grad([y_ref, h_ref], exact, cotangents)
+    assert _relative(y, y_ref) < tolerance, f"output {_relative(y, y_ref):.1e}"
+    assert _relative(h_n, h_ref) < tolerance, f"h_n {_relative(h_n, h_ref):.1e}"
+    names = ["x", "h0"] + [f"{kind}_l{layer}" for layer in range(layers) for kind in ("w_ih", "w_hh", "b_ih", "b_hh")]
+    for name, a, b in zip(names, ours, theirs):
+        assert a.dtype == dtype and _relative(a, b) < tolerance, f"d{name}: {_relative(a, b):.2e}"
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The kernel launches of a call, by kernel and number of programs."""
+    seen = []
+    launch_persistent = forward_module.launch_persistent
+
+    def record(launch):
+        seen.append((launch.constexprs.get("STACK", False), launch.programs))
+        return launch_persistent(launch)
+
+    monkeypatch.setattr(forward_module, "launch_persistent", record)
+    return seen
+
+
+@pytest.mark.parametrize("layers, lengths", [(2, None), (3, [4, 1, 3, 2])], ids=["layers2", "layers3-lengths"])
+def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launches):
+    """H=40 in three resident slices per layer, B=18 in two batch tiles: six programs a layer, all
+    running at once, each layer polling the one below."""
+    B = 18 if lengths is None else 4
+    config = _sliced(40, B)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    _check_against_float64(layers, 40, B, 4, torch.float32, 2e-5, lengths, config=config)
+    assert launches == [(True, layers * config.num_programs)], "one launch for the whole stack"
+
+
+def test_sequential_interpreter_runs_the_stack_in_layer_order(launches):
+    """The plain interpreter runs programs one after another: each layer's whole history is kept,
+    so the layer above finds every state it needs."""
+    _check_against_float64(4, 24, 3, 5, torch.float32, 2e-5, concurrent=False)
+    assert launches == [(True, 4)]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 4e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
+def test_low_precision_stack_matches_float64(dtype, tolerance, launches):
+    _check_against_float64(2, 24, 3, 4, dtype, tolerance, concurrent=False)
+    assert launches == [(True, 2)]
+
+
+def test_dropout_masks_are_the_same_in_one_launch_and_layer_by_layer(monkeypatch):
+    """Masks drawn before any launch: one seed, one result, whichever way the layers run."""
+    model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
+    x = torch.randn(4, 3, 5)
+    results = []
+    for stacked in (True, False):
+        if not stacked:
+            monkeypatch.setattr(dispatch, "plan_stack", lambda *args: None)
+        torch.manual_seed(5)
+        results.append(model(x))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+    torch.manual_seed(5)
+    assert not torch.allclose(results[0][0], model.eval()(x)[0]), "dropout was applied"
+
+
+def test_missing_program_raises_the_timeout(monkeypatch):
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "300")
+    monkeypatch.setattr(forward_module, "gru_fwd_persistent_kernel", OneProgramShort(forward_module.gru_fwd_persistent_kernel))
+    model = tritongru.GRU(3, 40, 2, backend="triton")
+    start = time.monotonic()
+    with (concurrent_programs(), force_config(_sliced(40, 2)), torch.no_grad(),
+          pytest.raises(RuntimeError, match="TRITONGRU_BARRIER_TIMEOUT_MS")):
+        model(torch.randn(3, 2, 3))
+    assert time.monotonic() - start < 60
+
+
+H200 = arch_limits(90, sms=132)
+
+
+def test_kernelbench_stack_fits_an_h200_at_one_program_per_sm():
+    """KernelBench level 3 task 39: fp32, H=256, 6 layers: 16-unit slices hold W_ih and W_hh."""
+    config = heuristic_config(Problem(256, 10, torch.float32, False, layers=6), H200)
+    assert config.resident and config.exchange == "flags" and config.block_h == 16
+    assert 6 * config.num_programs <= H200.sms
+    assert 2 * config.weight_bytes(256, torch.float32) <= H200.shared_per_block
+
+
+def test_a_stack_too_big_for_the_chip_is_not_planned():
+    """bf16 H=2048 x 4 layers cannot keep both weight matrices of every layer on chip."""
+    config = heuristic_config(Problem(2048, 16, torch.bfloat16, False, layers=4), H200)
+    assert not config.resident
+    assert dispatch.plan_stack(2048, 16, torch.float64, False, 4, torch.device("cpu")) is None, "no fp64 words"
+    assert dispatch.plan_stack(64, 16, torch.float32, False, 1, torch.device("cpu")) is None, "one layer"
+
+
+def test_bidirectional_stacks_run_layer_by_layer(launches):
+    model = tritongru.GRU(3, 16, 2, bidirectional=True, backend="triton")
+    with torch.no_grad():
+        model(torch.randn(3, 2, 3))
+    assert launches and not any(stacked for stacked, _ in launches)
