@@ -115,7 +115,10 @@ def gru_fwd_persistent_kernel(
     # Tensors without a time axis move to this direction's part once.
     p_w += dir64 * 3 * H * H
     p_bhn += direction * H
-    p_xbuf += dir64 * xbuf_slots * B * H
+    if STACK:
+        p_xbuf += dir64 * xbuf_slots * B * H
+    else:
+        p_xbuf += dir64 * 2 * B * H
     p_state += direction * B * H
     if STACK:
         # Layer 0 reads gx; layer l > 0 projects layer l - 1's states (its words in p_xbuf) itself.
@@ -158,8 +161,12 @@ def gru_fwd_persistent_kernel(
     for step in range(T):
         p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
         p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
-        p_x_in = p_xbuf + tl.cast(step % xbuf_slots, tl.int64) * B * H
-        p_x_out = p_xbuf + tl.cast((step + 1) % xbuf_slots, tl.int64) * B * H
+        if STACK:  # the whole history: slot t holds h_t
+            p_x_in = p_xbuf + tl.cast(step, tl.int64) * B * H
+            p_x_out = p_x_in + B * H
+        else:
+            p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
+            p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
             j0 = (tile % num_h_tiles) * BLOCK_H
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)

@@ -8,7 +8,8 @@
 #   inference target shapes (H=1024 B=1 first, candidates in the cost model's order, stopped by a
 #   time budget); the default perf sweep (target shapes first, tritongru beside eager cuDNN and
 #   cuDNN in a CUDA graph, the model's step in every tritongru row, stopped by a time budget, using
-#   the tuned table just written). Worst case (every phase at its limit): 560 s.
+#   the tuned table just written); the stack sweep (KernelBench 39/40 first). Worst case (every phase
+#   at its limit): 565 s.
 # Output, in $OUT (at most 8 files): session.log, SUMMARY.md, results.csv, breakdown.csv,
 # tuning.json, and artifacts.tar (the whole results folder with the PNG plots, and the pytest XML
 # reports).
@@ -55,7 +56,9 @@ phase example-torch 20 "$PY" examples/char_lm.py --impl torch --steps 40 --no-pr
 # The latency target first (H=1024, B=1: barrier against ready flags), then B=256 (batch tiles).
 phase tune 50 "$PY" -m tritongru tune --hidden 1024 512 256 --batch 1 256 --mode inference --max-configs 4 --seq-len 64 --time-budget 35
 # The budget stops new cases; the limit leaves room for the case running at the budget and the report.
-phase bench 110 "$PY" -m tritongru bench --sweep default --time-budget 70 --out "$REPO/perf/results"
+phase bench 85 "$PY" -m tritongru bench --sweep default --time-budget 50 --out "$REPO/perf/results"
+# KernelBench 39/40 first: all six layers in one launch beside one launch per layer and cuDNN.
+phase stack 45 "$PY" -m tritongru bench --sweep stack --time-budget 20 --out "$REPO/perf/results"
 
 # Collect: this GPU's results folder, the tuned table, the test reports.
 slug=$("$PY" -c "import torch; from tritongru.environment import slug; print(slug(torch.cuda.get_device_name()))")

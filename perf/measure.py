@@ -138,6 +138,9 @@ def tritongru_config(case: Case, device: torch.device) -> tuple[str, str, float]
     """The launch configuration tritongru picks for ``case``, where it comes from, and the cost
     model's step for it (microseconds, a model figure; NaN where the plan table has none)."""
     dtype, training = getattr(torch, case.dtype), case.mode != "inference"
+    stack = dispatch.plan_stack(case.hidden, case.batch, dtype, training, case.layers, device) if case.directions == 1 else None
+    if stack is not None:
+        return f"{case.layers} layers in one launch: {stack.forward.label()}", stack.source, math.nan
     plan = dispatch.plan_layer(case.hidden, case.batch, dtype, training, case.directions == 2, device)
     modelled = dispatch.modelled_step_us(plan.problem, plan.forward, dispatch.limits_of(device))
     return plan.forward.label(), plan.source, math.nan if modelled is None else modelled

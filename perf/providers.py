@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tritongru import _compat
+from tritongru import _compat, dispatch
 from tritongru.accuracy import GRUFn, reference_fn
 from tritongru.module import GRU
 
@@ -57,6 +57,16 @@ def _tritongru_build(module: nn.GRU) -> Built:
     # backend="triton": never time the reference fallback under the kernels' name.
     gru = GRU.from_torch(module, backend="triton")
     return Built(gru, list(gru._flat_weights))
+
+
+def _tritongru_layers_build(module: nn.GRU) -> Built:
+    gru = GRU.from_torch(module, backend="triton")
+
+    def one_launch_per_layer(x, h0):
+        with dispatch.layer_by_layer():
+            return gru(x, h0)
+
+    return Built(one_launch_per_layer, list(gru._flat_weights))
 
 
 def _cudnn_skip(case: Case, device: torch.device) -> str | None:
@@ -112,6 +122,8 @@ PROVIDERS: dict[str, Provider] = {
     provider.name: provider
     for provider in (
         Provider("tritongru", "tritongru.GRU, Triton kernels only (backend='triton')", _tritongru_skip, _tritongru_build),
+        Provider("tritongru-layers", "tritongru.GRU with one launch per layer, where it would run a stack in one",
+                 _tritongru_skip, _tritongru_layers_build),
         Provider("cudnn", "torch.nn.GRU on CUDA, eager (cuDNN; allow_tf32 set explicitly per run)", _cudnn_skip,
                  _cudnn_build, timing="eager"),
         # The strongest baseline a user can have at launch-bound shapes: the whole call captured

@@ -13,7 +13,7 @@ import itertools
 
 from tritongru.accuracy import DTYPES, MODES, RETURNS
 
-ALL_PROVIDERS = ("tritongru", "cudnn", "cudnn-graph", "reference", "compile")
+ALL_PROVIDERS = ("tritongru", "tritongru-layers", "cudnn", "cudnn-graph", "reference", "compile")
 # What tritongru is measured against: speedups are over the faster of the two (perf/store.py).
 CUDNN_PROVIDERS = ("cudnn", "cudnn-graph")
 # On a CPU: tritongru.GRU's path there against nn.GRU (ratios in perf/store.py).
@@ -135,6 +135,16 @@ def _kernelbench() -> tuple[Case, ...]:
     )
 
 
+def _stacks() -> tuple[Case, ...]:
+    """Unidirectional stacks, which run in one launch where they fit: KernelBench tasks 39/40
+    first, then 2-6 bf16 layers at T=1024."""
+    kernelbench = tuple(case for case in _kernelbench() if case.directions == 1 and case.mode == "inference")
+    return kernelbench + grid(
+        layers=(2, 4, 6), hidden=(256, 512, 1024), batch=(1, 16), mode=("inference", "fwd_bwd"), input_size=(256,),
+        seq_len=(1024,), directions=(1,), dtype=("bfloat16",),
+    )
+
+
 SWEEPS: dict[str, Sweep] = {
     sweep.name: sweep
     for sweep in (
@@ -157,6 +167,14 @@ SWEEPS: dict[str, Sweep] = {
             "cuda",
         ),
         Sweep("kernelbench", "KernelBench level 3 tasks 39-42 (GRU, 6 layers, uni/bidirectional).", _kernelbench(), ALL_PROVIDERS, "cuda"),
+        Sweep(
+            "stack",
+            "Unidirectional stacks (KernelBench 39/40, then 2-6 bf16 layers): all layers in one launch beside one "
+            "launch per layer, eager cuDNN and cuDNN in a CUDA graph.",
+            _stacks(),
+            ("tritongru", "tritongru-layers", *CUDNN_PROVIDERS),
+            "cuda",
+        ),
         Sweep(
             "cpu",
             "tritongru.GRU on CPU tensors (PyTorch's GRU operator) beside nn.GRU on the same CPU: CPU numbers, not GPU ones.",

@@ -78,3 +78,20 @@ def test_search_writes_a_plan_the_planner_reads(tmp_path):
 def test_a_foreign_plan_is_refused():
     with pytest.raises(RuntimeError, match=r"x.json is not a tritongru plan table"):
         dispatch.read_plan(json.dumps({"format": "something-else", "entries": {}}), "x.json")
+
+
+def test_stack_report_models_one_launch_beside_one_per_layer():
+    """``--layers``: a 4-layer bf16 stack at T=64, compiled for sm_90: in one launch its T + L - 1
+    dependent steps cost less than L x T steps of one layer each (model figures)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tritongru", "cost-report", "--layers", "4", "--seq-len", "64", "--hidden", "256",
+         "--batch", "1", "--dtype", "bf16"], env=COMPILER_ENV, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    totals = {}
+    for line in result.stdout.splitlines():
+        if "stack," in line:
+            name = "one launch" if "all layers in one launch" in line else "per layer"
+            totals[name] = float(line.split(":")[-1].split("ms")[0])
+    assert set(totals) == {"one launch", "per layer"}, result.stdout
+    assert "MODEL figures" in result.stdout and totals["one launch"] < totals["per layer"]

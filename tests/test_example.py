@@ -93,20 +93,19 @@ def test_same_seed_same_losses(trained, dtype):
 
 
 def test_kernels_ran(monkeypatch):
-    """``--impl tritongru`` on a CPU runs the kernels under TRITON_INTERPRET=1, else the reference."""
+    """``--impl tritongru`` on a CPU runs the kernels under TRITON_INTERPRET=1 (a unidirectional
+    stack in one launch), else PyTorch's GRU operator."""
     calls = []
-    forward = tritongru.ops.gru_forward
-
-    def counting_forward(*args, **kwargs):
-        calls.append(1)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(tritongru.ops, "gru_forward", counting_forward)
+    for name in ("gru_forward", "gru_stack_forward"):
+        launcher = getattr(tritongru.ops, name)
+        monkeypatch.setattr(tritongru.ops, name, lambda *args, launcher=launcher, name=name, **kwargs: (
+            calls.append(name), launcher(*args, **kwargs))[1])
     config = char_lm.Config(**{**TINY, "steps": 1, "eval_batches": 0})
     result = char_lm.train(config, "cpu", progress=False, log_every=0, text=TEXT)
     assert len(result.losses) == 1
     if _compat.INTERPRET:
-        assert len(calls) == TINY["layers"], "one kernel launch per layer"
+        expected = ["gru_stack_forward"] if TINY["layers"] > 1 else ["gru_forward"]
+        assert calls == expected, "one kernel launch for the stack"
     else:
         assert not calls
 

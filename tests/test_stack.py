@@ -5,6 +5,7 @@ program raising the timeout; and the planner's choice of the stack on an H200.""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 
@@ -109,18 +110,18 @@ def test_low_precision_stack_matches_float64(dtype, tolerance, launches):
     assert launches == [(True, 2)]
 
 
-def test_dropout_masks_are_the_same_in_one_launch_and_layer_by_layer(monkeypatch):
+def test_dropout_masks_are_the_same_in_one_launch_and_layer_by_layer(launches):
     """Masks drawn before any launch: one seed, one result, whichever way the layers run."""
     model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
     x = torch.randn(4, 3, 5)
     results = []
-    for stacked in (True, False):
-        if not stacked:
-            monkeypatch.setattr(dispatch, "plan_stack", lambda *args: None)
+    for separately in (contextlib.nullcontext(), dispatch.layer_by_layer()):
         torch.manual_seed(5)
-        results.append(model(x))
+        with separately:
+            results.append(model(x))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+    assert [stacked for stacked, _ in launches] == [True, False, False, False]
     torch.manual_seed(5)
     assert not torch.allclose(results[0][0], model.eval()(x)[0]), "dropout was applied"
 

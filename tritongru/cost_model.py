@@ -135,6 +135,16 @@ class CallCost:
         return self.recurrence + self.input_gemms + self.launches + self.host_syncs
 
 
+def stack_call_cost(shape: CallShape, step_us: float, gpu: GPU, graph: bool = False) -> CallCost:
+    """A unidirectional stack's forward in one launch: layer 0's input GEMM, then ``T + L - 1``
+    dependent steps (layer l runs step t beside layer l + 1's step t - 1; a step of the launch is
+    one program's step, which waits for the layer below and its own layer at once) and two
+    launches (the GEMM and the stack)."""
+    recurrence = (shape.seq_len + shape.layers - 1) * step_us
+    launch = (gpu.graph_launch_us if graph else gpu.launch_us).value
+    return CallCost(recurrence, input_gemm_us(shape, 0, gpu), 2 * launch, 0.0)
+
+
 def call_cost(
     shape: CallShape, forward_step_us: float, gpu: GPU, *, backward_step_us: float | None = None,
     launches_per_layer: int = 2, directions_per_launch: int | None = None, host_syncs: int = 0, graph: bool = False,

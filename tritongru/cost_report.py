@@ -24,8 +24,8 @@ import triton
 
 from . import compile_report
 from .compiled_step import count_step, dot_layouts, parse_sass
-from .cost_model import CallShape, call_cost, critical_round_trips, step_cost
-from .dispatch import KINDS, Tiles
+from .cost_model import CallShape, call_cost, critical_round_trips, stack_call_cost, step_cost
+from .dispatch import KINDS, Problem, Tiles, heuristic_config
 from .hardware import GPUS, known_gpu
 from .hardware import gpu as gpu_named
 from .kernels.launch import Launch
@@ -154,7 +154,35 @@ def kernelbench_rows(gpu_name: str) -> list[CallRow]:
         step = _planned_step("fwd-inf", shape.hidden, shape.batch, torch.float32, gpu_name, directions)
         cost = call_cost(shape, step, gpu_named(gpu_name))
         rows.append(_call_row(f"KernelBench L3 {tasks}", "fp32", "inference", shape, step, cost, KERNELBENCH_BASELINE))
-    return rows
+    stacked = stack_row("KernelBench L3 39/40, one launch", KERNELBENCH, torch.float32, gpu_name, KERNELBENCH_BASELINE)
+    return rows + ([stacked] if stacked is not None else [])
+
+
+def stack_rows(hidden: int, batch: int, dtype: torch.dtype, layers: int, seq_len: int, gpu_name: str) -> list[CallRow]:
+    """A unidirectional stack's inference call both ways: every layer in one launch (where its plan
+    keeps the weights on chip at one program per SM) and one launch per layer."""
+    shape = CallShape(seq_len, batch, hidden, hidden, layers=layers, element_bytes=4 if dtype == torch.float32 else 2)
+    layer_step = _planned_step("fwd-inf", hidden, batch, dtype, gpu_name, 1)
+    layered = _call_row("stack, one launch per layer", compile_report._TRITON_TYPE[dtype], "inference", shape,
+                        layer_step, call_cost(shape, layer_step, gpu_named(gpu_name)))
+    stacked = stack_row("stack, all layers in one launch", shape, dtype, gpu_name)
+    return [layered] if stacked is None else [stacked, layered]
+
+
+def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, baseline: str = "") -> CallRow | None:
+    """The inference call of ``shape``'s stack in one launch, or None where the planner keeps it
+    layer by layer (its weights do not stay on chip at one program per SM, or its compiled kernel
+    does not fit)."""
+    limits = known_gpu(gpu_name).limits
+    config = heuristic_config(Problem(shape.hidden, shape.batch, dtype, False, layers=shape.layers), limits)
+    if not config.resident or shape.layers * config.num_programs > limits.sms:
+        return None
+    launch = compile_report.planned_stack_launch(config, shape.hidden, shape.batch, dtype, shape.layers, seq_len=shape.seq_len)
+    row = cost_row("stack-fwd-inf", launch, gpu_name)
+    if row.spill_bytes or row.shared_bytes > limits.shared_per_block or not row.co_resident:
+        return None
+    return _call_row(name, compile_report._TRITON_TYPE[dtype], "inference", shape, row.step_us,
+                     stack_call_cost(shape, row.step_us, gpu_named(gpu_name)), baseline)
 
 
 def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, directions: int) -> float:
@@ -195,10 +223,10 @@ def report(hidden, batch, dtypes, gpu_name: str, exchange: str | None = None, ou
 
 
 def print_calls(calls: list[CallRow], out=sys.stdout) -> None:
-    print("\nMODEL figures per call (one launch per layer and pass, no host sync):", file=out)
+    print("\nMODEL figures per call (one launch per layer and pass unless named, no host sync):", file=out)
     for call in calls:
         s = call.shape
-        print(f"  {call.name:<20} {call.dtype:<5} {call.mode:<9} T={s.seq_len} B={s.batch} H={s.hidden} layers={s.layers} "
+        print(f"  {call.name:<34} {call.dtype:<5} {call.mode:<9} T={s.seq_len} B={s.batch} H={s.hidden} layers={s.layers} "
               f"directions={s.directions}: {call.total_us / 1e3:8.3f} ms (recurrence {call.recurrence_us / 1e3:.3f}, "
               f"input GEMMs {call.input_gemm_us / 1e3:.3f}, launches {call.launch_us / 1e3:.3f})"
               + (f"  [{call.baseline}]" if call.baseline else ""), file=out)
@@ -293,8 +321,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead, choose every plan entry's tiles by modelled cost and merge them into the table "
                              "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="model a unidirectional stack of this many layers instead: the call as the plan runs it "
+                             "(all layers in one launch where it fits) beside one launch per layer")
+    parser.add_argument("--seq-len", type=int, default=1024, help="with --layers: the sequence length (default 1024)")
     args = parser.parse_args(argv)
     shapes = compile_report.shapes_from(args)
+    if args.layers > 1:
+        calls = [row for dtype in shapes.get("dtypes", (torch.bfloat16, torch.float32))
+                 for H in shapes.get("hidden", (256, 512, 1024)) for B in shapes.get("batch", (1, 16, 64))
+                 for row in stack_rows(H, B, dtype, args.layers, args.seq_len, args.gpu)]
+        print_calls(calls)
+        if args.out:
+            write_csv(args.out / f"stack-l{args.layers}-t{args.seq_len}.csv", calls)
+        return 0
     if args.search:
         search(gpu_name=args.gpu, plan=args.search, kinds=args.kind, **{
             "hidden": compile_report.HIDDEN, "batch": compile_report.BATCH, "dtypes": (torch.bfloat16, torch.float32),

@@ -52,6 +52,20 @@ def force_config(config: PersistentConfig):
         _forced.pop()
 
 
+_separate_layers: list[bool] = []
+
+
+@contextlib.contextmanager
+def layer_by_layer():
+    """Run every stack inside the block one launch per layer (what the perf suite compares the
+    one-launch stack with)."""
+    _separate_layers.append(True)
+    try:
+        yield
+    finally:
+        _separate_layers.pop()
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """What a recurrence's configuration depends on."""
@@ -233,8 +247,12 @@ def heuristic_config(
     # Slices sized for one direction on all SMs, whatever the directions: the compile-checked
     # tiles; a stack's layers share the SMs.
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * (1 if stacked else problem.directions))))
-    if capped:
+    if capped or stacked:  # a stack runs one program per SM too
         common["max_registers"] = 255
+    if stacked and block_h >= 32:
+        # Wider slices of two weight matrices: with the one-layer tiles' 4 warps ptxas spills
+        # 16-24 B (bf16 H=512 in 6 layers, sm_90); eight warps splitting both ways do not.
+        common.update(num_warps=8, split_k=4, split_n=2)
     sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, problem.dtype) * matrices <= budget:
@@ -410,7 +428,7 @@ def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, laye
     not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
     a value and its tag), or a stack whose weights (W_ih and W_hh) do not stay on chip with one
     program per SM."""
-    if layers < 2 or dtype.itemsize > 4:
+    if layers < 2 or dtype.itemsize > 4 or _separate_layers:
         return None
     plan = plan_launch(Problem(hidden, batch, dtype, training, layers=layers), device)
     if not plan.forward.resident:
