@@ -260,3 +260,22 @@ def test_offsets_past_2_pow_31_elements():
     y_ref, h_ref = _reference(gx[-tail:], w, b_hn, y[-tail - 1][None])
     assert _relative_error(y[-tail:], y_ref) < 5e-2 and _relative_error(h_n, h_ref) < 5e-2
     del gx, y
+
+
+STACK_CASES = [(torch.float32, 256, 10, 6), (torch.bfloat16, 512, 16, 4), (torch.float16, 256, 1, 2)]
+
+
+@pytest.mark.parametrize("dtype, H, B, layers", STACK_CASES,
+                         ids=[f"{str(d).removeprefix('torch.')}-H{h}-B{b}-L{n}" for d, h, b, n in STACK_CASES])
+def test_stack_in_one_launch_matches_float64(dtype, H, B, layers, monkeypatch):
+    """Every layer in one launch on the GPU (KernelBench 39's shape first): forward and every
+    gradient against float64, and one launch for the whole stack."""
+    stacked = []
+    launch_persistent = forward_module.launch_persistent
+    monkeypatch.setattr(forward_module, "launch_persistent",
+                        lambda launch: (stacked.append(launch.constexprs["STACK"]), launch_persistent(launch))[1])
+    out_err, h_err, grad_errs = _against_reference(H, B, 64, dtype, layers=layers)
+    assert stacked == [True], "one launch for the whole stack"
+    tolerance = TOLERANCE[dtype]
+    assert out_err < tolerance and h_err < tolerance, (out_err, h_err)
+    assert max(grad_errs) < tolerance, grad_errs
