@@ -1,5 +1,6 @@
-"""The torch.library operators: opcheck (schema, fake tensors, autograd registration) and a
-torch.compile(fullgraph=True) trace of a model that uses tritongru.GRU."""
+"""The torch.library operators: opcheck (schema, fake tensors, autograd registration) and
+torch.compile(fullgraph=True) traces of models that use tritongru.GRU (a layer per launch, and a
+stack in one)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def test_opcheck_backward(directions):
                           (dy, dh, w.detach(), hs.detach(), gates.detach(), lengths, reverse))
 
 
+@pytest.mark.parametrize("save", [False, True], ids=["inference", "training"])
+def test_opcheck_stack(save):
+    """The whole stack's operator (its autograd is the GRUStack Function, tested through the module)."""
+    torch.manual_seed(0)
+    L, T, B, H = 3, 3, 2, 5
+    make = lambda *s: torch.randn(*s, dtype=torch.float32, device=DEVICE)  # noqa: E731
+    masks = torch.ones(L - 1, T, B, H, device=DEVICE)
+    args = (make(T, B, 3 * H), make(L - 1, 3 * H, H), make(L - 1, 3 * H), make(L, 3 * H, H), make(L, H), make(L, B, H),
+            torch.tensor([3, 2], dtype=torch.int32, device=DEVICE), masks, save)
+    torch.library.opcheck(torch.ops.tritongru.gru_stack.default, args)
+
+
 def test_backward_without_saved_state_is_refused():
     args = _op_args(save=False)
     y, h_n, _, _ = torch.ops.tritongru.gru_recurrence(*args)
@@ -44,14 +57,15 @@ def test_backward_without_saved_state_is_refused():
         y.sum().backward()
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["layer-per-launch", "stack-in-one-launch"])
+def test_torch_compile_fullgraph(bidirectional):
     torch.manual_seed(1)
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.gru = tritongru.GRU(4, 12, 2, bidirectional=True, batch_first=True, backend="triton")
-            self.head = torch.nn.Linear(24, 3)
+            self.gru = tritongru.GRU(4, 12, 2, bidirectional=bidirectional, batch_first=True, backend="triton")
+            self.head = torch.nn.Linear(24 if bidirectional else 12, 3)
 
         def forward(self, x):
             return self.head(self.gru(x)[0])
