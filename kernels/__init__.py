@@ -1,7 +1,7 @@
 """Triton kernels of tritongru: the persistent GRU forward (of a layer, or of a whole stack) and backward, and
 their launchers."""
 
-from .gru_backward import gru_backward, gru_bwd_persistent_kernel
+from .gru_backward import gru_backward, gru_bwd_persistent_kernel, gru_stack_backward
 from .gru_forward import gru_forward, gru_fwd_persistent_kernel, gru_stack_forward
 from .launch import PersistentConfig
 from .limits import DeviceLimits, arch_limits, device_limits
@@ -13,6 +13,7 @@ __all__ = [
     "device_limits",
     "gru_backward",
     "gru_bwd_persistent_kernel",
+    "gru_stack_backward",
     "gru_forward",
     "gru_fwd_persistent_kernel",
     "gru_stack_forward",

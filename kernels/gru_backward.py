@@ -1,5 +1,7 @@
 """The persistent GRU backward: one launch runs the whole sequence of one layer in reverse time, for
-one direction or both (``num_dirs`` groups of programs, as in the forward).
+one direction or both (``num_dirs`` groups of programs, as in the forward), or of every layer of a
+unidirectional stack (``STACK``: the groups are layers, the top one leading; a layer's dy at time t
+is the layer above's dgx for t through that layer's W_ih, polled as tagged words).
 
 Per step and row, with ``dh`` the gradient reaching ``h_t`` (output gradient plus what step t+1
 carried back)::
@@ -46,13 +48,18 @@ def gru_bwd_persistent_kernel(
     p_dstate,  # (D, B, H) in ACC: gradient of h_n in, gradient of h0 out
     p_xbuf,  # (D, 2, B, 3H) int32/int64 dgh with its step tags, exchanged when FLAGS
     p_sync,  # (2,) int32 barrier counter and error word
+    p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
+    p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
+    p_gxbuf,  # STACK: (D, T, B, 3H) int32/int64 dgx with its step tags, for the layer below
     T,
     B,
     H,
     num_b_tiles,
-    num_programs,  # per direction
-    num_dirs,
+    num_programs,  # per direction (per layer when STACK)
+    num_dirs,  # groups of programs: directions, or layers when STACK
     timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
+    STACK: tl.constexpr,  # the groups are the layers of a unidirectional stack, the top one leading
+    DROPOUT: tl.constexpr,
     REVERSE: tl.constexpr,  # direction 0 ran reversed (direction 1 the other way)
     USE_LENGTHS: tl.constexpr,
     RESIDENT: tl.constexpr,
@@ -70,18 +77,38 @@ def gru_bwd_persistent_kernel(
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
-    reverse = (direction == 1) ^ REVERSE
+    if STACK:
+        # The top layer leads: it takes the first programs, so that an interpreter running programs
+        # one after another finishes it before the layers that wait for it.
+        direction = num_dirs - 1 - direction
+        reverse = False
+    else:
+        reverse = (direction == 1) ^ REVERSE
     # As in the forward: a time-indexed tensor's direction offset joins its 64-bit time offset.
     dir64 = tl.cast(direction, tl.int64)
-    col_dy = dir64 * H  # this direction's columns in a row of dy
-    col_dgx = dir64 * 3 * H
     slot0 = dir64 * (T + 1)  # this direction's first slot of hs
     step0 = dir64 * T  # and of gates and dgh
     p_w += dir64 * 3 * H * H
     p_dstate += direction * B * H
     p_xbuf += dir64 * 2 * B * 3 * H
-    row_dy = num_dirs * H
-    row_dgx = num_dirs * 3 * H
+    if STACK:
+        # The top layer reads dy; the layers below take it from the layer above's dgx (tagged
+        # words, the whole history) times that layer's W_ih, by the dropout mask between them.
+        col_dy = dir64 * 0
+        row_dy = H
+        col_dgx = dir64 * T * B * 3 * H  # every layer's dgx, (L, T, B, 3H)
+        row_dgx = 3 * H
+        top = direction == num_dirs - 1
+        above = tl.minimum(direction, num_dirs - 2)  # index of W_ih of layer direction + 1
+        p_wih += tl.cast(above, tl.int64) * 3 * H * H
+        p_mask += tl.cast(above, tl.int64) * T * B * H
+        p_gx_own = p_gxbuf + dir64 * T * B * 3 * H
+        p_gx_above = p_gx_own + tl.cast(T, tl.int64) * B * 3 * H
+    else:
+        col_dy = dir64 * H  # this direction's columns in a row of dy
+        col_dgx = dir64 * 3 * H
+        row_dy = num_dirs * H
+        row_dgx = num_dirs * 3 * H
     num_h_tiles = tl.cdiv(H, BLOCK_H)
     num_tiles = num_h_tiles * num_b_tiles
     S: tl.constexpr = SPLIT_K * SPLIT_N
@@ -90,6 +117,8 @@ def gru_bwd_persistent_kernel(
         # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
         j0 = (pid % num_h_tiles) * BLOCK_H
         w = load_weight_chunks(p_w, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+        if STACK:  # the top layer's programs hold the layer below it's W_ih too, unused
+            w_ih = load_weight_chunks(p_wih, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     dtype = p_dgh.dtype.element_ty
     WORD = p_xbuf.dtype.element_ty
     for rev_step in range(T):
@@ -99,6 +128,32 @@ def gru_bwd_persistent_kernel(
         # as zeros: tag 0); the two-slot argument of kernels/exchange.py holds step for step.
         p_x = p_xbuf + tl.cast(rev_step % 2, tl.int64) * B * 3 * H
         tag = step_tag(rev_step + 1, WORD)
+        if STACK:
+            if direction < num_dirs - 1:
+                # The gradient reaching this layer's output at time ``step``: what the layer above
+                # published of its dgx for that time, through its W_ih and the dropout mask.
+                for tile in range(pid, num_tiles, num_programs):
+                    j0 = (tile % num_h_tiles) * BLOCK_H
+                    offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
+                    offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
+                    acc = tl.zeros((S, BLOCK_B, NS), ACC)
+                    b_words = wait_tagged_chunks(
+                        p_gx_above + tl.cast(step, tl.int64) * B * 3 * H, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1,
+                        timeout_us, NUM_K, BLOCK_K, SPLIT_K,
+                    )
+                    for c in tl.static_range(NUM_K):
+                        b_dgx = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
+                        acc = mma(b_dgx, w_ih[c], acc, PRECISION, ACC)
+                    mask = (offs_b < B)[None, :, None] & (offs_j < H)
+                    b_dx = split_sum(acc, SPLIT_K, SPLIT_N, ROWS)
+                    if DROPOUT:
+                        p_m = p_mask + tl.cast(step, tl.int64) * B * H + offs_b[None, :, None] * H + offs_j
+                        b_dx = b_dx * tl.load(p_m, mask=mask, other=0.0).to(ACC)
+                    p_ds = p_dstate + offs_b[None, :, None] * H + offs_j
+                    # As the one-layer kernel adds dy in the input dtype.
+                    b_dx = b_dx.to(dtype).to(ACC)
+                    tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + b_dx, mask=mask)
+                tl.debug_barrier()
         for tile in range(pid, num_tiles, num_programs):
             offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
@@ -108,7 +163,10 @@ def gru_bwd_persistent_kernel(
             offs_bh = offs_b[:, None] * H + offs_j[None, :]
 
             p_dy_t = p_dy + (t[:, None] * B * row_dy + col_dy) + offs_b[:, None] * row_dy + offs_j[None, :]
-            dy = tl.load(p_dy_t, mask=mask & valid[:, None], other=0.0)
+            if STACK:
+                dy = tl.load(p_dy_t, mask=mask & valid[:, None] & top, other=0.0)
+            else:
+                dy = tl.load(p_dy_t, mask=mask & valid[:, None], other=0.0)
             dh = tl.load(p_dstate + offs_bh, mask=mask, other=0.0) + dy.to(ACC)
             p_g = p_gates + ((step0 + step) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
             r = tl.load(p_g, mask=mask, other=0.0).to(ACC)
@@ -132,6 +190,12 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgx_t, da_r.to(dtype), mask=mask)
             tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
+            if STACK:  # for the layer below (layer 0's dgx only leaves the kernel)
+                p_gx_t = p_gx_own + tl.cast(step, tl.int64) * B * 3 * H + offs_g
+                publish = mask & (direction > 0)
+                publish_tagged(p_gx_t, pack_tagged(da_r.to(dtype), tag, WORD), publish)
+                publish_tagged(p_gx_t + H, pack_tagged(da_z.to(dtype), tag, WORD), publish)
+                publish_tagged(p_gx_t + 2 * H, pack_tagged(da_n.to(dtype), tag, WORD), publish)
             dgh_r, dgh_z, dgh_n = da_r.to(dtype), da_z.to(dtype), (da_n * r).to(dtype)
             tl.store(p_dgh_s + offs_g, dgh_r, mask=mask)
             tl.store(p_dgh_s + offs_g + H, dgh_z, mask=mask)
@@ -188,12 +252,59 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     xbuf = torch.zeros((D, 2, B, 3 * H), dtype=word_dtype(dtype), device=device) if flags else sync
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
+        w_hh, sync, xbuf,  # no layers: W_ih, the dropout masks and the layers' dgx words are never read
         T, B, H, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
+    constexprs.update(STACK=False, DROPOUT=False)
     return Launch(gru_bwd_persistent_kernel, args, constexprs, config, D, config.grid_synchronised(H)), (dgx, dgh, dstate)
+
+
+def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config: PersistentConfig, precision: str):
+    """The one launch of :func:`gru_stack_backward` and the tensors it writes: ``(launch, (dgx,
+    dgh, dstate))``."""
+    L, _, H = w_hh.shape
+    T, B = dy.shape[:2]
+    config.validate(H, B, directions=1)
+    if not config.resident:
+        raise ValueError("a stack's backward in one launch needs resident weights")
+    dtype, device = hs.dtype, hs.device
+    dgx = empty_output((L, T, B, 3 * H), dtype, device)
+    dgh = empty_output((L, T, B, 3 * H), dtype, device)
+    dstate = accumulator_state(dh_n)
+    sync = new_sync_word(device)
+    word = word_dtype(dtype)
+    # Zeros: tag 0, which no reverse step takes for its own (tags count from 1).
+    xbuf = torch.zeros((L, 2, B, 3 * H), dtype=word, device=device)
+    gxbuf = torch.zeros((L, T, B, 3 * H), dtype=word, device=device)
+    args = (
+        dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
+        w_ih, masks if masks is not None else sync, gxbuf,
+        T, B, H, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
+    )
+    constexprs = launch_constexprs(
+        config, H, B, dtype, backward=True, reverse=False, use_lengths=lengths is not None, precision=precision
+    )
+    constexprs.update(STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False)
+    return Launch(gru_bwd_persistent_kernel, args, constexprs, config, L, True), (dgx, dgh, dstate)
+
+
+def gru_stack_backward(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config: PersistentConfig, precision: str):
+    """Gradients of a unidirectional stack's recurrences in one launch, from what
+    :func:`~kernels.gru_forward.gru_stack_forward` saved: the top layer leads in reverse time and
+    each layer below takes its step at time t once the layer above has published its dgx for t.
+
+    ``dy`` (T, B, H) is the gradient of the top layer's output, ``dh_n`` (L, B, H); ``w_ih``
+    (L - 1, 3H, H), ``w_hh`` (L, 3H, H), ``hs``, ``gates`` and ``masks`` as the forward took and
+    saved them. Returns ``dgx`` (L, T, B, 3H) (layer l's input projection's gradient), ``dgh``
+    (L, T, B, 3H) and ``dh0`` (L, B, H).
+    """
+    launch, (dgx, dgh, dstate) = stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config,
+                                                       precision)
+    launch_persistent(launch)
+    return dgx, dgh, dstate.to(hs.dtype)
 
 
 def gru_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):

@@ -1,6 +1,6 @@
-"""Every layer of a unidirectional stack in one launch, on the CPU: each program in its own thread
-(several hidden slices and batch tiles per layer, layers waiting for the one below), forward and
-every gradient against float64; the same dropout masks as layer by layer for one seed; a missing
+"""Every layer of a unidirectional stack in one launch, forward and backward, on the CPU: each
+program in its own thread (several hidden slices and batch tiles per layer, layers waiting for the
+one below, or above in the backward), forward and every gradient against float64; the same dropout masks as layer by layer for one seed; a missing
 program raising the timeout; and the planner's choice of the stack on an H200."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import triton
 
 import tritongru
-from tritongru import dispatch
+from tritongru import dispatch, ops
 from tritongru.dispatch import Problem, force_config, heuristic_config
 from tritongru.kernels import PersistentConfig
 from tritongru.kernels.limits import arch_limits
@@ -24,6 +24,7 @@ from concurrent_interpreter import concurrent_programs
 from helpers import OneProgramShort, grads
 
 forward_module = importlib.import_module("tritongru.kernels.gru_forward")
+backward_module = importlib.import_module("tritongru.kernels.gru_backward")
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py covers a GPU")
 
@@ -74,34 +75,56 @@ class _nothing:
 
 @pytest.fixture
 def launches(monkeypatch):
-    """The kernel launches of a call, by kernel and number of programs."""
+    """The forward kernel's launches of a call: (a whole stack, programs)."""
+    return _record_launches(monkeypatch, forward_module)
+
+
+@pytest.fixture
+def backward_launches(monkeypatch):
+    """The backward kernel's launches of a call: (a whole stack, programs)."""
+    return _record_launches(monkeypatch, backward_module)
+
+
+def _record_launches(monkeypatch, module) -> list:
     seen = []
-    launch_persistent = forward_module.launch_persistent
+    launch_persistent = module.launch_persistent
 
     def record(launch):
-        seen.append((launch.constexprs.get("STACK", False), launch.programs))
+        seen.append((launch.constexprs["STACK"], launch.programs))
         return launch_persistent(launch)
 
-    monkeypatch.setattr(forward_module, "launch_persistent", record)
+    monkeypatch.setattr(module, "launch_persistent", record)
     return seen
 
 
 @pytest.mark.parametrize("layers, lengths", [(2, None), (3, [4, 1, 3, 2])], ids=["layers2", "layers3-lengths"])
-def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launches):
+def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launches, backward_launches):
     """H=40 in three resident slices per layer, B=18 in two batch tiles: six programs a layer, all
-    running at once, each layer polling the one below."""
+    running at once, each layer polling the one below (the one above in the backward)."""
     B = 18 if lengths is None else 4
     config = _sliced(40, B)
     lengths = None if lengths is None else torch.tensor(lengths)
     _check_against_float64(layers, 40, B, 4, torch.float32, 2e-5, lengths, config=config)
-    assert launches == [(True, layers * config.num_programs)], "one launch for the whole stack"
+    assert launches == backward_launches == [(True, layers * config.num_programs)], "one launch each way"
 
 
-def test_sequential_interpreter_runs_the_stack_in_layer_order(launches):
+def test_sequential_interpreter_runs_the_stack_in_layer_order(launches, backward_launches):
     """The plain interpreter runs programs one after another: each layer's whole history is kept,
-    so the layer above finds every state it needs."""
+    so the layer above finds every state it needs (and in the backward, whose top layer takes the
+    first programs, the layer below every gradient)."""
     _check_against_float64(4, 24, 3, 5, torch.float32, 2e-5, concurrent=False)
-    assert launches == [(True, 4)]
+    assert launches == backward_launches == [(True, 4)]
+
+
+def test_layer_by_layer_backward_where_the_stacks_does_not_fit(monkeypatch, launches, backward_launches):
+    """A backward plan that does not keep its weights on chip: the one-layer backward per layer."""
+    monkeypatch.setattr(ops, "gru_stack_backward", _refused)
+    _check_against_float64(3, 24, 3, 4, torch.float32, 2e-5, concurrent=False)
+    assert launches == [(True, 3)] and backward_launches == [(False, 1)] * 3
+
+
+def _refused(*args, **kwargs):
+    raise dispatch.PlanError("tritongru: no plan of the stack's backward keeps its weights on chip (test)")
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 4e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import _compat
 from .dispatch import PlanError, Problem, plan_launch, run_planned
-from .kernels import gru_backward, gru_forward, gru_stack_forward
+from .kernels import gru_backward, gru_forward, gru_stack_backward, gru_stack_forward
 from .kernels.launch import accumulator_dtype
 
 
@@ -32,7 +32,7 @@ def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run):
     return run_planned(plan, backward, gx.device, run)
 
 
-def _run_stack(gx: Tensor, w_hh: Tensor, training: bool, run):
+def _run_stack(gx: Tensor, w_hh: Tensor, training: bool, run, backward: bool = False):
     """``run(config)`` with the plan of a whole stack's launch (:func:`dispatch.plan_stack`)."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
@@ -45,7 +45,7 @@ def _run_stack(gx: Tensor, w_hh: Tensor, training: bool, run):
             raise PlanError(f"tritongru: no plan of the {layers}-layer stack keeps its weights on chip ({config.label()})")
         return run(config)
 
-    return run_planned(plan, False, gx.device, resident_only)
+    return run_planned(plan, backward, gx.device, resident_only)
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
@@ -147,20 +147,29 @@ class GRURecurrence(torch.autograd.Function):
         return _backward(ctx, dy, dh_n, dhs, dgates)
 
 
-class _RecurrenceBackward(torch.autograd.Function):
-    generate_vmap_rule = True
+def _backward_function(op, name: str):
+    """An ``autograd.Function`` (in the form torch.func accepts) that calls the backward operator
+    ``op`` and has no backward itself."""
 
-    @staticmethod
-    def forward(dy, dh_n, w_hh, hs, gates, lengths, reverse):
-        return torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse)
+    class Backward(torch.autograd.Function):
+        generate_vmap_rule = True
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+        @staticmethod
+        def forward(*args):
+            return op(*args)
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError("tritongru: the GRU's backward is not differentiable (no double backward)")
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, *grads):
+            raise RuntimeError(f"tritongru: {name} is not differentiable (no double backward)")
+
+    return Backward
+
+
+_RecurrenceBackward = _backward_function(torch.ops.tritongru.gru_recurrence_backward, "the GRU's backward")
 
 
 @torch.library.custom_op("tritongru::gru_stack", mutates_args=(), device_types=("cuda", "cpu"))
@@ -193,10 +202,32 @@ def _(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save):
     return gx.new_empty(L, T, B, H), gx.new_empty(L, B, H), gx.new_empty(L, T + 1, B, H), gx.new_empty(L, T, B, 4, H)
 
 
+@torch.library.custom_op("tritongru::gru_stack_backward", mutates_args=(), device_types=("cuda", "cpu"))
+def gru_stack_backward_op(
+    dy: Tensor, dh_n: Tensor, w_ih: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor],
+    masks: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dgx, dgh, dh0)`` of every layer of a stack in one launch; see
+    :func:`tritongru.kernels.gru_stack_backward`."""
+    dy, dh_n, w_ih, w_hh = dy.contiguous(), dh_n.contiguous(), w_ih.contiguous(), w_hh.contiguous()
+    masks = None if masks is None else masks.contiguous()
+    precision = _compat.fp32_dot_precision()
+    return _run_stack(dy, w_hh, True, lambda config: gru_stack_backward(
+        dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config, precision), backward=True)
+
+
+@gru_stack_backward_op.register_fake
+def _(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks):
+    T, B, _ = dy.shape
+    L, H3, _ = w_hh.shape
+    return hs.new_empty(L, T, B, H3), hs.new_empty(L, T, B, H3), hs.new_empty(L, B, H3 // 3)
+
+
 class GRUStack(torch.autograd.Function):
-    """The stack's launch with its backward: the layers top down, each through the one-layer
-    backward kernel on what the launch saved, and the input weights' gradients from GEMMs, as
-    autograd differentiates the input projection of a layer-by-layer stack."""
+    """The stack's launch with its backward: in one launch too where it fits (the top layer
+    leading), else the layers top down through the one-layer backward kernel; the weights'
+    gradients from batched GEMMs, as autograd differentiates a layer-by-layer stack's input
+    projections."""
 
     generate_vmap_rule = True
 
@@ -217,13 +248,26 @@ class GRUStack(torch.autograd.Function):
         if not ctx.saved:
             raise RuntimeError("tritongru::gru_stack was called with save=False, so nothing was kept for the backward")
         w_ih, w_hh, ys, hs, gates, lengths, masks = ctx.saved_tensors
+        try:
+            dgx, dgh, dh0 = _StackBackward.apply(dy[-1], dh_n, w_ih, w_hh, hs, gates, lengths, masks)
+        except PlanError:  # found before anything ran
+            return GRUStack._layer_by_layer(w_ih, w_hh, ys, hs, gates, lengths, masks, dy, dh_n)
+        L, T, B, H3 = dgh.shape
+        dw_hh = torch.bmm(dgh.reshape(L, T * B, H3).transpose(1, 2), hs[:, :T].reshape(L, T * B, H3 // 3))
+        db_hn = dgh[..., 2 * H3 // 3 :].sum((1, 2), dtype=accumulator_dtype(dgh.dtype, torch)).to(dgh.dtype)
+        x = ys[:-1] if masks is None else ys[:-1] * masks
+        rows = dgx[1:].reshape(L - 1, T * B, H3)
+        dw_ih = torch.bmm(rows.transpose(1, 2), x.reshape(L - 1, T * B, H3 // 3))
+        db_ih = rows.sum(1, dtype=accumulator_dtype(rows.dtype, torch)).to(rows.dtype)
+        return dgx[0], dw_ih, db_ih, dw_hh, db_hn, dh0, None, None, None
+
+    @staticmethod
+    def _layer_by_layer(w_ih, w_hh, ys, hs, gates, lengths, masks, dy, dh_n):
         L = w_hh.shape[0]
-        # dy is the gradient of every layer's output (only the top one is returned to the caller).
+        # Only the top layer's output leaves tritongru.gru: the others' gradients are zeros.
         dy_layer = dy[-1]
         dw_ih, db_ih, dw_hh, db_hn, dh0 = [None] * (L - 1), [None] * (L - 1), [None] * L, [None] * L, [None] * L
         for layer in reversed(range(L)):
-            if dy.shape[0] == L and layer < L - 1:
-                dy_layer = dy_layer + dy[layer]
             saved = (w_hh[layer : layer + 1], hs[layer : layer + 1], gates[layer : layer + 1], lengths)
             ctx_layer = _LayerContext(*saved)
             dgx, dw_hh_l, db_hn_l, dh0_l, *_ = _backward(ctx_layer, dy_layer, dh_n[layer : layer + 1], None, None)
@@ -237,8 +281,11 @@ class GRUStack(torch.autograd.Function):
             db_ih[layer - 1] = rows.sum(0, dtype=accumulator_dtype(rows.dtype, torch)).to(rows.dtype)
             dx = dgx @ w_ih[layer - 1]
             dy_layer = dx if masks is None else dx * masks[layer - 1]
-        return (dgx0, _stacked(dw_ih, w_ih), _stacked(db_ih, w_ih), torch.stack(dw_hh), torch.stack(db_hn),
+        return (dgx0, torch.stack(dw_ih), torch.stack(db_ih), torch.stack(dw_hh), torch.stack(db_hn),
                 torch.stack(dh0), None, None, None)
+
+
+_StackBackward = _backward_function(torch.ops.tritongru.gru_stack_backward, "the GRU stack's backward")
 
 
 class _LayerContext:
@@ -250,6 +297,3 @@ class _LayerContext:
     def __init__(self, w_hh, hs, gates, lengths):
         self.saved_tensors = (w_hh, hs, gates, lengths)
 
-
-def _stacked(grads: list, like: Tensor) -> Tensor:
-    return torch.stack(grads) if grads else like.new_zeros(like.shape)
