@@ -33,7 +33,7 @@ import triton
 
 from .dispatch import Problem, plan_ahead, smaller_plans
 from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
-from .kernels.gru_backward import backward_launch
+from .kernels.gru_backward import backward_launch, stack_backward_launch
 from .kernels.gru_forward import forward_launch, stack_forward_launch
 from .kernels.launch import EXCHANGES, Launch, PersistentConfig
 from .kernels.limits import DeviceLimits
@@ -81,19 +81,26 @@ def planned_launch(kind: str, config: PersistentConfig, hidden: int, batch: int,
     return launch
 
 
-def planned_stack_launch(config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype, layers: int,
-                         training: bool = False, seq_len: int = SEQ_LEN, device: str = "meta") -> Launch:
-    """The one launch that runs every layer of a unidirectional stack at this shape, as the
-    launcher builds it for ``config`` (on meta tensors: nothing is allocated)."""
+def planned_stack_launch(kind: str, config: PersistentConfig, hidden: int, batch: int, dtype: torch.dtype, layers: int,
+                         seq_len: int = SEQ_LEN, device: str = "meta") -> Launch:
+    """The one launch of ``kind`` (``fwd-inf``, ``fwd`` or ``bwd``) that runs every layer of a
+    unidirectional stack at this shape, as the launchers build it for ``config`` (on meta
+    tensors: nothing is allocated)."""
     T, B, H, L = seq_len, batch, hidden, layers
 
     def empty(*shape, dtype=dtype):
         return torch.empty(shape, dtype=dtype, device=device)
 
     lengths = torch.full((B,), T, dtype=torch.int32, device=device)
+    if kind == "bwd":
+        launch, _ = stack_backward_launch(
+            empty(T, B, H), empty(L, B, H), empty(L - 1, 3 * H, H), empty(L, 3 * H, H), empty(L, T + 1, B, H),
+            empty(L, T, B, 4, H), lengths, None, config, "tf32x3",
+        )
+        return launch
     launch, _ = stack_forward_launch(
         empty(T, B, 3 * H), empty(L - 1, 3 * H, H), empty(L - 1, 3 * H), empty(L, 3 * H, H), empty(L, H),
-        empty(L, B, H), lengths, None, training, config, "tf32x3",
+        empty(L, B, H), lengths, None, kind == "fwd", config, "tf32x3",
     )
     return launch
 

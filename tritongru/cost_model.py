@@ -135,14 +135,19 @@ class CallCost:
         return self.recurrence + self.input_gemms + self.launches + self.host_syncs
 
 
-def stack_call_cost(shape: CallShape, step_us: float, gpu: GPU, graph: bool = False) -> CallCost:
-    """A unidirectional stack's forward in one launch: layer 0's input GEMM, then ``T + L - 1``
-    dependent steps (layer l runs step t beside layer l + 1's step t - 1; a step of the launch is
-    one program's step, which waits for the layer below and its own layer at once) and two
-    launches (the GEMM and the stack)."""
-    recurrence = (shape.seq_len + shape.layers - 1) * step_us
+def stack_call_cost(shape: CallShape, step_us: float, gpu: GPU, *, backward_step_us: float | None = None,
+                    graph: bool = False) -> CallCost:
+    """A unidirectional stack in one launch each way: ``T + L - 1`` dependent steps per pass (layer
+    l runs step t beside layer l + 1's step t - 1, the top layer leading in the backward; a step
+    is one program's, which waits for its neighbouring layer and its own at once), layer 0's input
+    GEMM (and in the backward every layer's weight-gradient GEMMs) and two launches per pass."""
+    passes = 2 if backward_step_us is not None else 1
+    recurrence = (shape.seq_len + shape.layers - 1) * (step_us + (backward_step_us or 0.0))
+    gemms = input_gemm_us(shape, 0, gpu)
+    if backward_step_us is not None:
+        gemms += sum(input_gemm_us(shape, layer, gpu, backward=True) for layer in range(shape.layers))
     launch = (gpu.graph_launch_us if graph else gpu.launch_us).value
-    return CallCost(recurrence, input_gemm_us(shape, 0, gpu), 2 * launch, 0.0)
+    return CallCost(recurrence, gemms, 2 * launch * passes, 0.0)
 
 
 def call_cost(

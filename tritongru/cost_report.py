@@ -159,30 +159,44 @@ def kernelbench_rows(gpu_name: str) -> list[CallRow]:
 
 
 def stack_rows(hidden: int, batch: int, dtype: torch.dtype, layers: int, seq_len: int, gpu_name: str) -> list[CallRow]:
-    """A unidirectional stack's inference call both ways: every layer in one launch (where its plan
-    keeps the weights on chip at one program per SM) and one launch per layer."""
+    """A unidirectional stack's calls, inference and forward + backward, both ways: every layer in
+    one launch (where its plan keeps the weights on chip at one program per SM) and one launch per
+    layer."""
     shape = CallShape(seq_len, batch, hidden, hidden, layers=layers, element_bytes=4 if dtype == torch.float32 else 2)
-    layer_step = _planned_step("fwd-inf", hidden, batch, dtype, gpu_name, 1)
-    layered = _call_row("stack, one launch per layer", compile_report._TRITON_TYPE[dtype], "inference", shape,
-                        layer_step, call_cost(shape, layer_step, gpu_named(gpu_name)))
-    stacked = stack_row("stack, all layers in one launch", shape, dtype, gpu_name)
-    return [layered] if stacked is None else [stacked, layered]
+    gpu, name = gpu_named(gpu_name), compile_report._TRITON_TYPE[dtype]
+    rows = []
+    for mode in ("inference", "fwd_bwd"):
+        stacked = stack_row("stack, all layers in one launch", shape, dtype, gpu_name, mode=mode)
+        if stacked is not None:
+            rows.append(stacked)
+        forward = _planned_step("fwd-inf" if mode == "inference" else "fwd", hidden, batch, dtype, gpu_name, 1)
+        backward = _planned_step("bwd", hidden, batch, dtype, gpu_name, 1) if mode == "fwd_bwd" else None
+        rows.append(_call_row("stack, one launch per layer", name, mode, shape, forward + (backward or 0.0),
+                              call_cost(shape, forward, gpu, backward_step_us=backward)))
+    return rows
 
 
-def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, baseline: str = "") -> CallRow | None:
-    """The inference call of ``shape``'s stack in one launch, or None where the planner keeps it
-    layer by layer (its weights do not stay on chip at one program per SM, or its compiled kernel
-    does not fit)."""
+def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, baseline: str = "",
+              mode: str = "inference") -> CallRow | None:
+    """The call of ``shape``'s stack in one launch each way (``mode``: ``inference`` or
+    ``fwd_bwd``), or None where the planner keeps it layer by layer: its weights do not stay on
+    chip at one program per SM, or a compiled kernel does not fit."""
     limits = known_gpu(gpu_name).limits
-    config = heuristic_config(Problem(shape.hidden, shape.batch, dtype, False, layers=shape.layers), limits)
-    if not config.resident or shape.layers * config.num_programs > limits.sms:
-        return None
-    launch = compile_report.planned_stack_launch(config, shape.hidden, shape.batch, dtype, shape.layers, seq_len=shape.seq_len)
-    row = cost_row("stack-fwd-inf", launch, gpu_name)
-    if row.spill_bytes or row.shared_bytes > limits.shared_per_block or not row.co_resident:
-        return None
-    return _call_row(name, compile_report._TRITON_TYPE[dtype], "inference", shape, row.step_us,
-                     stack_call_cost(shape, row.step_us, gpu_named(gpu_name)), baseline)
+    problem = Problem(shape.hidden, shape.batch, dtype, mode != "inference", layers=shape.layers)
+    kinds = ("fwd-inf",) if mode == "inference" else ("fwd", "bwd")
+    steps = []
+    for kind in kinds:
+        config = heuristic_config(problem, limits, kind == "bwd")
+        if not config.resident or shape.layers * config.num_programs > limits.sms:
+            return None
+        launch = compile_report.planned_stack_launch(kind, config, shape.hidden, shape.batch, dtype, shape.layers,
+                                                     seq_len=shape.seq_len)
+        row = cost_row(f"stack-{kind}", launch, gpu_name)
+        if row.spill_bytes or row.shared_bytes > limits.shared_per_block or not row.co_resident:
+            return None
+        steps.append(row.step_us)
+    cost = stack_call_cost(shape, steps[0], gpu_named(gpu_name), backward_step_us=steps[1] if len(steps) > 1 else None)
+    return _call_row(name, compile_report._TRITON_TYPE[dtype], mode, shape, sum(steps), cost, baseline)
 
 
 def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, directions: int) -> float:

@@ -249,10 +249,14 @@ def heuristic_config(
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * (1 if stacked else problem.directions))))
     if capped or stacked:  # a stack runs one program per SM too
         common["max_registers"] = 255
-    if stacked and block_h >= 32:
-        # Wider slices of two weight matrices: with the one-layer tiles' 4 warps ptxas spills
-        # 16-24 B (bf16 H=512 in 6 layers, sm_90); eight warps splitting both ways do not.
-        common.update(num_warps=8, split_k=4, split_n=2)
+    if stacked and (problem.training or block_h >= 32):
+        # Slices of two weight matrices, with the training forward's stores or the backward's
+        # longer reduction, or 32 units wide: with the one-layer tiles (often 4 warps) ptxas
+        # spills 16-464 B on sm_90 (bf16 H=512 in 6 layers; fp32 H=256 in 6, backward); eight
+        # warps, splitting the forward's product both ways and the backward's 8 ways, do not, but
+        # for 8 B in fp32's training forward. 16-unit inference slices keep the one-layer tiles,
+        # modelled up to a third cheaper there (cost-report --layers).
+        common.update(num_warps=8, split_k=8 if backward else 4, split_n=1 if backward else 2)
     sliced = split_among_warps(PersistentConfig(block_b, block_h, tiles.block_k, num_programs=1, **common), prefer="k")
     h_tiles = sliced.num_h_tiles(H)
     if sliced.weight_bytes(H, problem.dtype) * matrices <= budget:
