@@ -147,29 +147,24 @@ class GRURecurrence(torch.autograd.Function):
         return _backward(ctx, dy, dh_n, dhs, dgates)
 
 
-def _backward_function(op, name: str):
-    """An ``autograd.Function`` (in the form torch.func accepts) that calls the backward operator
-    ``op`` and has no backward itself."""
+class _NotDifferentiable(torch.autograd.Function):
+    """A backward operator's call in the form torch.func accepts, with no backward of its own."""
 
-    class Backward(torch.autograd.Function):
-        generate_vmap_rule = True
+    generate_vmap_rule = True
 
-        @staticmethod
-        def forward(*args):
-            return op(*args)
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, *grads):
-            raise RuntimeError(f"tritongru: {name} is not differentiable (no double backward)")
-
-    return Backward
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("tritongru: the GRU's backward is not differentiable (no double backward)")
 
 
-_RecurrenceBackward = _backward_function(torch.ops.tritongru.gru_recurrence_backward, "the GRU's backward")
+class _RecurrenceBackward(_NotDifferentiable):
+    @staticmethod
+    def forward(dy, dh_n, w_hh, hs, gates, lengths, reverse):
+        return torch.ops.tritongru.gru_recurrence_backward(dy, dh_n, w_hh, hs, gates, lengths, reverse)
 
 
 @torch.library.custom_op("tritongru::gru_stack", mutates_args=(), device_types=("cuda", "cpu"))
@@ -207,13 +202,27 @@ def gru_stack_backward_op(
     dy: Tensor, dh_n: Tensor, w_ih: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor],
     masks: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(dgx, dgh, dh0)`` of every layer of a stack in one launch; see
-    :func:`tritongru.kernels.gru_stack_backward`."""
+    """``(dgx, dgh, dh0)`` of every layer of a stack, (L, T, B, 3H) twice and (L, B, H): in one
+    launch (:func:`tritongru.kernels.gru_stack_backward`), or, where no plan of it keeps its weights
+    on chip, layer by layer from the top through the one-layer backward kernel."""
     dy, dh_n, w_ih, w_hh = dy.contiguous(), dh_n.contiguous(), w_ih.contiguous(), w_hh.contiguous()
     masks = None if masks is None else masks.contiguous()
     precision = _compat.fp32_dot_precision()
-    return _run_stack(dy, w_hh, True, lambda config: gru_stack_backward(
-        dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config, precision), backward=True)
+    try:
+        return _run_stack(dy, w_hh, True, lambda config: gru_stack_backward(
+            dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config, precision), backward=True)
+    except PlanError:  # found before anything ran
+        pass
+    grads = []
+    for layer in reversed(range(w_hh.shape[0])):
+        w, dh = w_hh[layer : layer + 1], dh_n[layer : layer + 1]
+        saved = hs[layer : layer + 1], gates[layer : layer + 1]
+        dgx, dgh, dh0 = _run_planned(dy, w, True, True, lambda config: gru_backward(
+            dy, dh, w, *saved, lengths, False, config, precision))
+        grads.append((dgx, dgh[0], dh0[0]))
+        if layer > 0:  # the gradient of the layer below's output
+            dy = dgx @ w_ih[layer - 1] if masks is None else (dgx @ w_ih[layer - 1]) * masks[layer - 1]
+    return tuple(torch.stack(parts[::-1]) for parts in zip(*grads))
 
 
 @gru_stack_backward_op.register_fake
@@ -248,10 +257,8 @@ class GRUStack(torch.autograd.Function):
         if not ctx.saved:
             raise RuntimeError("tritongru::gru_stack was called with save=False, so nothing was kept for the backward")
         w_ih, w_hh, ys, hs, gates, lengths, masks = ctx.saved_tensors
-        try:
-            dgx, dgh, dh0 = _StackBackward.apply(dy[-1], dh_n, w_ih, w_hh, hs, gates, lengths, masks)
-        except PlanError:  # found before anything ran
-            return GRUStack._layer_by_layer(w_ih, w_hh, ys, hs, gates, lengths, masks, dy, dh_n)
+        # Only the top layer's output leaves tritongru.gru: the others' gradients are zeros.
+        dgx, dgh, dh0 = _StackBackward.apply(dy[-1], dh_n, w_ih, w_hh, hs, gates, lengths, masks)
         L, T, B, H3 = dgh.shape
         dw_hh = torch.bmm(dgh.reshape(L, T * B, H3).transpose(1, 2), hs[:, :T].reshape(L, T * B, H3 // 3))
         db_hn = dgh[..., 2 * H3 // 3 :].sum((1, 2), dtype=accumulator_dtype(dgh.dtype, torch)).to(dgh.dtype)
@@ -261,39 +268,8 @@ class GRUStack(torch.autograd.Function):
         db_ih = rows.sum(1, dtype=accumulator_dtype(rows.dtype, torch)).to(rows.dtype)
         return dgx[0], dw_ih, db_ih, dw_hh, db_hn, dh0, None, None, None
 
+
+class _StackBackward(_NotDifferentiable):
     @staticmethod
-    def _layer_by_layer(w_ih, w_hh, ys, hs, gates, lengths, masks, dy, dh_n):
-        L = w_hh.shape[0]
-        # Only the top layer's output leaves tritongru.gru: the others' gradients are zeros.
-        dy_layer = dy[-1]
-        dw_ih, db_ih, dw_hh, db_hn, dh0 = [None] * (L - 1), [None] * (L - 1), [None] * L, [None] * L, [None] * L
-        for layer in reversed(range(L)):
-            saved = (w_hh[layer : layer + 1], hs[layer : layer + 1], gates[layer : layer + 1], lengths)
-            ctx_layer = _LayerContext(*saved)
-            dgx, dw_hh_l, db_hn_l, dh0_l, *_ = _backward(ctx_layer, dy_layer, dh_n[layer : layer + 1], None, None)
-            dw_hh[layer], db_hn[layer], dh0[layer] = dw_hh_l[0], db_hn_l[0], dh0_l[0]
-            if layer == 0:
-                dgx0 = dgx
-                break
-            x = ys[layer - 1] if masks is None else ys[layer - 1] * masks[layer - 1]
-            rows = dgx.reshape(-1, dgx.shape[-1])
-            dw_ih[layer - 1] = rows.t() @ x.reshape(-1, x.shape[-1])
-            db_ih[layer - 1] = rows.sum(0, dtype=accumulator_dtype(rows.dtype, torch)).to(rows.dtype)
-            dx = dgx @ w_ih[layer - 1]
-            dy_layer = dx if masks is None else dx * masks[layer - 1]
-        return (dgx0, torch.stack(dw_ih), torch.stack(db_ih), torch.stack(dw_hh), torch.stack(db_hn),
-                torch.stack(dh0), None, None, None)
-
-
-_StackBackward = _backward_function(torch.ops.tritongru.gru_stack_backward, "the GRU stack's backward")
-
-
-class _LayerContext:
-    """What :func:`_backward` reads of a one-layer context, for one layer of a stack."""
-
-    reverse = False
-    saved = True
-
-    def __init__(self, w_hh, hs, gates, lengths):
-        self.saved_tensors = (w_hh, hs, gates, lengths)
-
+    def forward(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks):
+        return torch.ops.tritongru.gru_stack_backward(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks)
