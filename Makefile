@@ -44,10 +44,10 @@ test: test-suite test-latest
 test-suite: $(VENV)/.installed
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
-# On the newest Triton: the kernels against the reference, and the compile report's specialisation
+# On the newest Triton: the kernels against the reference (one layer, and a stack in one launch), and the compile report's specialisation
 # against that Triton's own JIT binder.
 test-latest: $(VENV_LATEST)/.installed
-	$(PY_LATEST) -m pytest tests/test_smoke.py tests/test_compile_report.py::test_specialisation_is_what_the_jit_builds_at_launch $(PYTEST_ARGS)
+	$(PY_LATEST) -m pytest tests/test_smoke.py tests/test_stack.py tests/test_compile_report.py::test_specialisation_is_what_the_jit_builds_at_launch $(PYTEST_ARGS)
 
 perf: $(VENV)/.installed
 	$(PY) -m tritongru bench

@@ -164,7 +164,7 @@ def gru_bwd_persistent_kernel(
 
             p_dy_t = p_dy + (t[:, None] * B * row_dy + col_dy) + offs_b[:, None] * row_dy + offs_j[None, :]
             if STACK:
-                dy = tl.load(p_dy_t, mask=mask & valid[:, None] & top, other=0.0)
+                dy = tl.load(p_dy_t, mask=tl.where(top, mask & valid[:, None], False), other=0.0)
             else:
                 dy = tl.load(p_dy_t, mask=mask & valid[:, None], other=0.0)
             dh = tl.load(p_dstate + offs_bh, mask=mask, other=0.0) + dy.to(ACC)
@@ -192,7 +192,7 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
             if STACK:  # for the layer below (layer 0's dgx only leaves the kernel)
                 p_gx_t = p_gx_own + tl.cast(step, tl.int64) * B * 3 * H + offs_g
-                publish = mask & (direction > 0)
+                publish = tl.where(direction > 0, mask, False)
                 publish_tagged(p_gx_t, pack_tagged(da_r.to(dtype), tag, WORD), publish)
                 publish_tagged(p_gx_t + H, pack_tagged(da_z.to(dtype), tag, WORD), publish)
                 publish_tagged(p_gx_t + 2 * H, pack_tagged(da_n.to(dtype), tag, WORD), publish)

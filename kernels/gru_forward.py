@@ -224,7 +224,7 @@ def gru_fwd_persistent_kernel(
             gh_n = split_sum(acc_n, SPLIT_K, SPLIT_N, ROWS)
 
             if STACK:
-                from_gx = mask & (direction == 0)  # the layers above have no gx
+                from_gx = tl.where(direction == 0, mask, False)  # the layers above have no gx
             else:
                 from_gx = mask
             p_gx_t = p_gx + (t3 * stride_t + col_gx) + b3 * row_gx + offs_j
@@ -232,7 +232,7 @@ def gru_fwd_persistent_kernel(
             gx_z = tl.load(p_gx_t + H, mask=from_gx, other=0.0).to(ACC)
             gx_n = tl.load(p_gx_t + 2 * H, mask=from_gx, other=0.0).to(ACC)
             if STACK:
-                from_bias = (offs_j < H) & (direction > 0)
+                from_bias = tl.where(direction > 0, offs_j < H, False)
                 gx_r += tl.load(p_bih + offs_j, mask=from_bias, other=0.0).to(ACC)
                 gx_z += tl.load(p_bih + H + offs_j, mask=from_bias, other=0.0).to(ACC)
                 gx_n += split_sum(acc_xn, SPLIT_K, SPLIT_N, ROWS)
@@ -256,7 +256,7 @@ def gru_fwd_persistent_kernel(
             b_y = tl.where(valid3, h_new, 0.0)
             p_y_t = p_y + (t3 * B * row_y + col_y) + b3 * row_y + offs_j
             if STACK:
-                mask_y = mask & writes_y
+                mask_y = tl.where(writes_y, mask, False)
             else:
                 mask_y = mask
             tl.store(p_y_t, b_y.to(p_y.dtype.element_ty), mask=mask_y)
