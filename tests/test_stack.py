@@ -108,12 +108,13 @@ def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launche
     assert launches == backward_launches == [(True, layers * config.num_programs)], "one launch each way"
 
 
-def test_sequential_interpreter_runs_the_stack_in_layer_order(launches, backward_launches):
+@pytest.mark.parametrize("layers", [4, 6])
+def test_sequential_interpreter_runs_the_stack_in_layer_order(layers, launches, backward_launches):
     """The plain interpreter runs programs one after another: each layer's whole history is kept,
     so the layer above finds every state it needs (and in the backward, whose top layer takes the
     first programs, the layer below every gradient)."""
-    _check_against_float64(4, 24, 3, 5, torch.float32, 2e-5, concurrent=False)
-    assert launches == backward_launches == [(True, 4)]
+    _check_against_float64(layers, 24, 3, 5, torch.float32, 2e-5, concurrent=False)
+    assert launches == backward_launches == [(True, layers)]
 
 
 def test_layer_by_layer_backward_where_the_stacks_does_not_fit(monkeypatch, launches, backward_launches):
