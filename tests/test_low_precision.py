@@ -14,12 +14,9 @@ import sys
 import pytest
 import torch
 
-import tritongru
-from tritongru.dispatch import force_config
 from tritongru.kernels import PersistentConfig, tiles
-from tritongru.reference import gru_reference
 
-from concurrent_interpreter import concurrent_programs
+from helpers import check_kernels_against_float64
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py covers a GPU")
 
@@ -34,44 +31,11 @@ CONFIGS = {
 }
 
 
-def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
-
-
-def _check(dtype, config, H, B, concurrent=False):
-    torch.manual_seed(21)
-    T, inputs = 4, 5
-    gru = torch.nn.GRU(inputs, H, dtype=dtype)
-    params = [p.detach().requires_grad_() for p in gru._flat_weights]
-    x = torch.randn(T, B, inputs, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(1, B, H, dtype=dtype, requires_grad=True)
-    with force_config(config), (concurrent_programs() if concurrent else _nothing()):
-        y, h_n = tritongru.gru(x, h0, params, num_layers=1, bidirectional=False, backend="triton")
-    exact = [t.detach().double().requires_grad_() for t in (x, h0, *params)]
-    y_ref, h_ref = gru_reference(exact[0], exact[1], exact[2:], num_layers=1, bidirectional=False)
-    # The same cotangents for both, drawn in float64.
-    cotangents = [torch.randn(y_ref.shape, dtype=torch.float64), torch.randn(h_ref.shape, dtype=torch.float64)]
-    with force_config(config), (concurrent_programs() if concurrent else _nothing()):
-        ours = torch.autograd.grad([y, h_n], [x, h0, *params], [c.to(dtype) for c in cotangents])
-    theirs = torch.autograd.grad([y_ref, h_ref], exact, cotangents)
-    tolerance = TOLERANCE[dtype]
-    assert _relative(y, y_ref) < tolerance and _relative(h_n, h_ref) < tolerance
-    for name, a, b in zip(["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], ours, theirs):
-        assert a.dtype == dtype and _relative(a, b) < tolerance, f"d{name}: {_relative(a, b):.2e}"
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 @pytest.mark.parametrize("split", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=["bf16", "fp16"])
 def test_low_precision_matches_float64(dtype, split):
-    _check(dtype, CONFIGS[split], H=40 if split.startswith("sliced") else 36, B=3)
+    check_kernels_against_float64(1, 40 if split.startswith("sliced") else 36, 3, 4, dtype, TOLERANCE[dtype], seed=21,
+                                  config=CONFIGS[split])
 
 
 @pytest.fixture
@@ -85,7 +49,8 @@ def test_bf16_synchronised_grid_matches_float64(exchange, patient_waits):
     """Three resident slices, one program each, meeting at the barrier or polling ready flags."""
     config = PersistentConfig(block_b=16, block_h=16, block_k=32, num_programs=3, num_warps=2, split_k=2,
                               exchange=exchange)
-    _check(torch.bfloat16, config, H=40, B=2, concurrent=True)
+    check_kernels_against_float64(1, 40, 2, 4, torch.bfloat16, TOLERANCE[torch.bfloat16], seed=21, concurrent=True,
+                                  config=config)
 
 
 _COMPILED_DOTS = """

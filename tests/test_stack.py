@@ -18,10 +18,9 @@ from tritongru import dispatch, ops
 from tritongru.dispatch import Problem, force_config, heuristic_config
 from tritongru.kernels import PersistentConfig
 from tritongru.kernels.limits import arch_limits
-from tritongru.reference import gru_reference
 
 from concurrent_interpreter import concurrent_programs
-from helpers import OneProgramShort, grads
+from helpers import OneProgramShort, check_kernels_against_float64
 
 forward_module = importlib.import_module("tritongru.kernels.gru_forward")
 backward_module = importlib.import_module("tritongru.kernels.gru_backward")
@@ -39,38 +38,6 @@ def _sliced(H: int, B: int, block_h: int = 16) -> PersistentConfig:
     """Resident slices of ``block_h`` units and 16-row batch tiles, one program each, per layer."""
     return PersistentConfig(block_b=16, block_h=block_h, block_k=16, num_warps=1,
                             num_programs=triton.cdiv(H, block_h) * triton.cdiv(B, 16), exchange="flags")
-
-
-def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
-
-
-def _check_against_float64(layers, H, B, T, dtype, tolerance, lengths=None, concurrent=True, config=None):
-    torch.manual_seed(31)
-    gru = torch.nn.GRU(5, H, layers, dtype=dtype)
-    params = [p.detach().requires_grad_() for p in gru._flat_weights]
-    x = torch.randn(T, B, 5, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(layers, B, H, dtype=dtype, requires_grad=True)
-    exact = [t.detach().double().requires_grad_() for t in (x, h0, *params)]
-    y_ref, h_ref = gru_reference(exact[0], exact[1], exact[2:], num_layers=layers, bidirectional=False, lengths=lengths)
-    cotangents = [torch.randn(y_ref.shape, dtype=torch.float64), torch.randn(h_ref.shape, dtype=torch.float64)]
-    with (concurrent_programs() if concurrent else _nothing()), (force_config(config) if config else _nothing()):
-        y, h_n = tritongru.gru(x, h0, params, num_layers=layers, bidirectional=False, lengths=lengths, backend="triton")
-        ours = torch.autograd.grad([y, h_n], [x, h0, *params], [c.to(dtype) for c in cotangents])
-    theirs = torch.autograd.grad([y_ref, h_ref], exact, cotangents)
-    assert _relative(y, y_ref) < tolerance, f"output {_relative(y, y_ref):.1e}"
-    assert _relative(h_n, h_ref) < tolerance, f"h_n {_relative(h_n, h_ref):.1e}"
-    names = ["x", "h0"] + [f"{kind}_l{layer}" for layer in range(layers) for kind in ("w_ih", "w_hh", "b_ih", "b_hh")]
-    for name, a, b in zip(names, ours, theirs):
-        assert a.dtype == dtype and _relative(a, b) < tolerance, f"d{name}: {_relative(a, b):.2e}"
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.fixture
@@ -104,7 +71,8 @@ def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launche
     B = 18 if lengths is None else 4
     config = _sliced(40, B)
     lengths = None if lengths is None else torch.tensor(lengths)
-    _check_against_float64(layers, 40, B, 4, torch.float32, 2e-5, lengths, config=config)
+    check_kernels_against_float64(layers, 40, B, 4, torch.float32, 2e-5, seed=31, lengths=lengths, concurrent=True,
+                                  config=config)
     assert launches == backward_launches == [(True, layers * config.num_programs)], "one launch each way"
 
 
@@ -113,14 +81,14 @@ def test_sequential_interpreter_runs_the_stack_in_layer_order(layers, launches, 
     """The plain interpreter runs programs one after another: each layer's whole history is kept,
     so the layer above finds every state it needs (and in the backward, whose top layer takes the
     first programs, the layer below every gradient)."""
-    _check_against_float64(layers, 24, 3, 5, torch.float32, 2e-5, concurrent=False)
+    check_kernels_against_float64(layers, 24, 3, 5, torch.float32, 2e-5, seed=31)
     assert launches == backward_launches == [(True, layers)]
 
 
 def test_layer_by_layer_backward_where_the_stacks_does_not_fit(monkeypatch, launches, backward_launches):
     """A backward plan that does not keep its weights on chip: the one-layer backward per layer."""
     monkeypatch.setattr(ops, "gru_stack_backward", _refused)
-    _check_against_float64(3, 24, 3, 4, torch.float32, 2e-5, concurrent=False)
+    check_kernels_against_float64(3, 24, 3, 4, torch.float32, 2e-5, seed=31)
     assert launches == [(True, 3)] and backward_launches == [(False, 1)] * 3
 
 
@@ -130,7 +98,7 @@ def _refused(*args, **kwargs):
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 4e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
 def test_low_precision_stack_matches_float64(dtype, tolerance, launches):
-    _check_against_float64(2, 24, 3, 4, dtype, tolerance, concurrent=False)
+    check_kernels_against_float64(2, 24, 3, 4, dtype, tolerance, seed=31)
     assert launches == [(True, 2)]
 
 

@@ -21,28 +21,23 @@ from .kernels import gru_backward, gru_forward, gru_stack_backward, gru_stack_fo
 from .kernels.launch import accumulator_dtype
 
 
-def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run):
+def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run, stack: bool = False):
     """``run(config)`` with the plan of this launch on ``gx``'s device (:func:`dispatch.plan_launch`,
-    :func:`dispatch.run_planned`)."""
+    :func:`dispatch.run_planned`): ``w_hh``'s leading axis is the launch's directions, or with
+    ``stack`` the layers it runs. A stack stays one launch only with its weights on chip: a smaller
+    plan that streams them raises :class:`PlanError` before anything runs."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
-    directions, _, hidden = w_hh.shape
-    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, directions), gx.device)
-    return run_planned(plan, backward, gx.device, run)
-
-
-def _run_stack(gx: Tensor, w_hh: Tensor, training: bool, run, backward: bool = False):
-    """``run(config)`` with the plan of a whole stack's launch (:func:`dispatch.plan_stack`)."""
-    can_run, why = _compat.kernels_can_run(gx.device)
-    if not can_run:
-        raise RuntimeError(f"tritongru: {why}")
-    layers, _, hidden = w_hh.shape
-    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, layers=layers), gx.device)
+    groups, _, hidden = w_hh.shape
+    if not stack:
+        plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, groups), gx.device)
+        return run_planned(plan, backward, gx.device, run)
+    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, layers=groups), gx.device)
 
     def resident_only(config):
-        if not config.resident:  # a smaller plan that streams its weights: no longer one launch
-            raise PlanError(f"tritongru: no plan of the {layers}-layer stack keeps its weights on chip ({config.label()})")
+        if not config.resident:
+            raise PlanError(f"tritongru: no plan of the {groups}-layer stack keeps its weights on chip ({config.label()})")
         return run(config)
 
     return run_planned(plan, backward, gx.device, resident_only)
@@ -185,7 +180,8 @@ def gru_stack(
     args = [t.contiguous() for t in (gx, w_ih, b_ih, w_hh, b_hn, h0)]
     masks = None if masks is None else masks.contiguous()
     precision = _compat.fp32_dot_precision()
-    return _run_stack(gx, w_hh, save, lambda config: gru_stack_forward(*args, lengths, masks, save, config, precision))
+    return _run_planned(gx, w_hh, save, False, lambda config: gru_stack_forward(
+        *args, lengths, masks, save, config, precision), stack=True)
 
 
 @gru_stack.register_fake
@@ -209,8 +205,8 @@ def gru_stack_backward_op(
     masks = None if masks is None else masks.contiguous()
     precision = _compat.fp32_dot_precision()
     try:
-        return _run_stack(dy, w_hh, True, lambda config: gru_stack_backward(
-            dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config, precision), backward=True)
+        return _run_planned(dy, w_hh, True, True, lambda config: gru_stack_backward(
+            dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, config, precision), stack=True)
     except PlanError:  # found before anything ran
         pass
     grads = []
