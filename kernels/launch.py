@@ -3,8 +3,9 @@
 A kernel whose programs wait for one another (at a grid barrier, or for another program's ready
 flags) deadlocks unless every program is resident at once.
 Before the first launch of a variant on a device, its compiled resources (registers, shared memory,
-warps) say whether one program fits an SM at all (if not, :class:`DoesNotFit` lets the planner
-choose a smaller plan before anything runs) and how many fit on one SM; a synchronised grid larger
+warps, spilled bytes) say whether one program fits an SM at all (if not, :class:`DoesNotFit` lets
+the planner choose a smaller plan before anything runs; while the planner asks, spilled resident
+weights are refused the same way, :class:`Spills`) and how many fit on one SM; a synchronised grid larger
 than ``SMs x programs per SM`` is refused with an error instead of hanging. On a GPU the launch is also cooperative, so the driver refuses a
 grid that cannot be co-resident, and every wait is bounded, so SMs taken by another process end in
 an error, not a hang.
@@ -13,6 +14,7 @@ an error, not a hang.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 
 import torch
@@ -191,21 +193,66 @@ class DoesNotFit(RuntimeError):
     """A launch whose compiled kernel asks more of one SM than the device has, found before it runs
     (the planner then tries a smaller plan)."""
 
-    def __init__(self, launch: Launch, resource: str, required: int, limit: int, device_name: str):
+    def __init__(self, launch: Launch, resource: str, required: int, limit: int, device_name: str, message: str = ""):
         self.launch, self.resource, self.required, self.limit = launch, resource, required, limit
-        super().__init__(
+        super().__init__(message or (
             f"{launch.describe()} planned as {launch.config.label()} needs {required} of {resource} per program; "
             f"{device_name} allows {limit}"
+        ))
+
+    def short(self) -> str:
+        """The plan and what it lacks, for a list of plans tried."""
+        return f"{self.launch.config.label()} needs {self.required} of {self.resource}, {self.limit} allowed"
+
+
+class Spills(DoesNotFit):
+    """A launch that keeps its weights resident but whose compiled kernel spills registers to local
+    memory, refused before it runs while :func:`refusing_spills` is in force: every step would
+    then go through local memory for part of what the plan meant to keep in registers."""
+
+    def __init__(self, launch: Launch, spilled: int, device_name: str):
+        super().__init__(
+            launch, "spilled bytes", spilled, 0, device_name,
+            f"{launch.describe()} planned as {launch.config.label()} spills {spilled} B per thread to local memory "
+            f"with its weights resident, on {device_name}",
         )
+
+    def short(self) -> str:
+        return f"{self.launch.config.label()} spills {self.required} B"
+
+
+_spills_refused = contextvars.ContextVar("spills_refused", default=False)
+
+
+@contextlib.contextmanager
+def refusing_spills():
+    """Inside the block, a resident-weights launch whose compiled kernel spills raises
+    :class:`Spills` before it runs (the planner looks for a register setting that does not)."""
+    token = _spills_refused.set(True)
+    try:
+        yield
+    finally:
+        _spills_refused.reset(token)
+
+
+def check_fits(launch: Launch, shared: int, spilled: int, shared_limit: int, device_name: str) -> None:
+    """Raise :class:`DoesNotFit` where ``launch``'s compiled kernel (``shared`` bytes of shared
+    memory, ``spilled`` bytes of local memory per thread) exceeds a block's ``shared_limit``, or
+    :class:`Spills` where it spills resident weights while spills are refused."""
+    if shared > shared_limit:
+        raise DoesNotFit(launch, "shared memory (bytes)", shared, shared_limit, device_name)
+    if spilled and launch.config.resident and _spills_refused.get():
+        raise Spills(launch, spilled, device_name)
 
 
 _resources: dict = {}
 
 
-def compiled_resources(launch: Launch, options: dict, device: torch.device) -> tuple[int, int]:
-    """``(registers per thread, shared memory bytes)`` of ``launch`` compiled with ``options`` (its
-    launch options, so that the warm-up compiles exactly what is launched) for ``device``; raises
-    :class:`DoesNotFit` where the device cannot run one program of it."""
+def compiled_resources(launch: Launch, options: dict, device: torch.device) -> tuple[int, int, int]:
+    """``(registers per thread, shared memory bytes, spilled bytes per thread)`` of ``launch``
+    compiled with ``options`` (its launch options, so that the warm-up compiles exactly what is
+    launched) for ``device``; raises :class:`DoesNotFit` where the device cannot run one program
+    of it (:func:`check_fits`)."""
     # The tensors' dtypes are part of the compiled variant: bf16 and fp32 at the same constexprs
     # differ in shared memory and registers.
     dtypes = tuple(str(arg.dtype) for arg in launch.args if isinstance(arg, torch.Tensor))
@@ -213,15 +260,16 @@ def compiled_resources(launch: Launch, options: dict, device: torch.device) -> t
            tuple(sorted(options.items())))
     if key not in _resources:
         compiled = launch.kernel.warmup(*launch.args, grid=(1,), **options, **launch.constexprs)
-        limit = device_limits(device.index).shared_per_block
-        if compiled.metadata.shared > limit:
-            raise DoesNotFit(launch, "shared memory (bytes)", compiled.metadata.shared, limit, device_name(device))
+        check_fits(launch, compiled.metadata.shared, 0, device_limits(device.index).shared_per_block, device_name(device))
         try:
             compiled._init_handles()
         except OutOfResources as error:
             raise DoesNotFit(launch, error.name, error.required, error.limit, device_name(device)) from error
-        _resources[key] = compiled.n_regs, compiled.metadata.shared
-    return _resources[key]
+        # Triton counts local memory in 32-bit words.
+        _resources[key] = compiled.n_regs, compiled.metadata.shared, 4 * compiled.n_spills
+    regs, shared, spilled = _resources[key]
+    check_fits(launch, shared, spilled, device_limits(device.index).shared_per_block, device_name(device))
+    return regs, shared, spilled
 
 
 def new_sync_word(device: torch.device) -> torch.Tensor:
@@ -256,8 +304,8 @@ class Launch:
 def launch_persistent(launch: Launch) -> None:
     """Run ``launch`` over its grid.
 
-    A launch whose compiled kernel does not fit the device raises :class:`DoesNotFit` before it
-    starts. A synchronised launch is refused if its grid cannot be co-resident, launched
+    A launch whose compiled kernel does not fit the device (or spills resident weights while
+    spills are refused) raises :class:`DoesNotFit` before it starts. A synchronised launch is refused if its grid cannot be co-resident, launched
     cooperatively, and its error word is watched for a stall (``kernels/stalls.py``).
     """
     sync = launch.arg("p_sync")
@@ -269,7 +317,7 @@ def launch_persistent(launch: Launch) -> None:
         if launch.synchronised and not INTERPRET:
             options["launch_cooperative_grid"] = True
         if not INTERPRET:
-            regs, shared = compiled_resources(launch, options, sync.device)
+            regs, shared, _ = compiled_resources(launch, options, sync.device)
             capacity = device_limits(sync.device.index).co_resident(regs, shared, launch.config.num_warps)
             if launch.synchronised and launch.programs > capacity:
                 raise RuntimeError(

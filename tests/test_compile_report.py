@@ -49,6 +49,40 @@ def test_every_architecture_compiles_plans_that_fit(gpu):
     assert resident[("fwd-inf", 1024)] is (limits.shared_per_block > 150 * 1024)
 
 
+# Where the planned tiles spill resident weights on one architecture: compiled, the plan that runs
+# there is another register setting of the same work split, and the report names what it refused.
+SPILLING_PLANS = {
+    "b200-fp32-h512-fwd": ["b200", "fwd", 512, 1, "float32"],
+    "rtx5090-bf16-h64-bwd": ["rtx5090", "bwd", 64, 64, "bfloat16"],
+}
+_FITTED = """
+import dataclasses, json, sys, torch
+from tritongru import compile_report as report
+from tritongru.hardware import known_gpu
+gpu, kind, H, B, dtype = json.loads(sys.argv[1])
+dtype, arch = getattr(torch, dtype), known_gpu(gpu).limits.arch
+planned = report.planned_config(kind, H, B, dtype, gpu)
+launch, refused = report.fitted_launch(kind, H, B, dtype, gpu)
+print(json.dumps(dict(
+    planned=planned.label(), fitted=launch.config.label(), refused=list(refused), resident=launch.config.resident,
+    planned_spills=report.compile_launch(report.planned_launch(kind, planned, H, B, dtype), arch).spill_bytes,
+    fitted_spills=report.compile_launch(launch, arch).spill_bytes,
+    same_split=dataclasses.replace(launch.config, max_registers=None) == dataclasses.replace(planned, max_registers=None),
+)))
+"""
+
+
+@pytest.mark.parametrize("case", list(SPILLING_PLANS.values()), ids=list(SPILLING_PLANS))
+def test_a_plan_that_spills_resident_weights_is_replaced_by_one_that_does_not(case):
+    result = subprocess.run([sys.executable, "-c", _FITTED, json.dumps(case)], env=COMPILER_ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["planned_spills"] > 0 and found["fitted_spills"] == 0 and found["resident"], found
+    assert found["same_split"] and found["fitted"] != found["planned"], found
+    assert found["refused"][0] == f"{found['planned']} spills {found['planned_spills']} B", found
+
+
 # For one case, the report's specialisation of a launch built on CPU tensors, the JIT binder's for
 # the same arguments, and what the report's says.
 _SPECIALISE = """

@@ -5,6 +5,7 @@ at once (eager, and on the CPU) or when the word has come back (async, the defau
 from __future__ import annotations
 
 import collections
+import dataclasses
 import types
 
 import pytest
@@ -38,7 +39,7 @@ class FakeKernel:
 def compiled_mode(monkeypatch):
     """launch as it behaves on a GPU whose SM holds one program of every kernel, with 8 SMs."""
     monkeypatch.setattr(launch, "INTERPRET", False)
-    monkeypatch.setattr(launch, "compiled_resources", lambda *args: (128, 150_000))
+    monkeypatch.setattr(launch, "compiled_resources", lambda *args: (128, 150_000, 0))
     monkeypatch.setattr(launch, "device_limits", lambda index: arch_limits(90, 8))
 
 
@@ -74,6 +75,33 @@ def test_kernel_larger_than_the_device_does_not_fit_before_it_launches(monkeypat
         launch.launch_persistent(_launch(kernel, synchronised=synchronised))
     assert (error.value.required, error.value.limit) == (120_000, 101_376)
     assert kernel.launches == []
+
+
+class SpillingKernel(FakeKernel):
+    """A kernel whose compiled form fits an SM but spills 6 words (24 B) per thread."""
+
+    def warmup(self, *args, grid, **options):
+        return types.SimpleNamespace(metadata=types.SimpleNamespace(shared=40_000), n_regs=80, n_spills=6,
+                                     _init_handles=lambda: None)
+
+
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "streamed"])
+def test_spilled_resident_weights_are_refused_only_while_the_planner_asks(monkeypatch, resident):
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(launch, "device_limits", lambda index: arch_limits(120, 170))
+    monkeypatch.setattr(launch, "_resources", {})
+    kernel = SpillingKernel(stall=False)
+    config = dataclasses.replace(CONFIG, num_programs=4, resident=resident)
+    with launch.refusing_spills():
+        if resident:
+            with pytest.raises(launch.Spills, match=r"b16/h16/k64/p4/w4.* spills 24 B per thread to local memory") as error:
+                launch.launch_persistent(_launch(kernel, config, synchronised=False))
+            assert isinstance(error.value, launch.DoesNotFit) and error.value.short().endswith("spills 24 B")
+        else:  # weights read from L2 every step: nothing resident to protect
+            launch.launch_persistent(_launch(kernel, config, synchronised=False))
+    assert len(kernel.launches) == (0 if resident else 1)
+    launch.launch_persistent(_launch(kernel, config, synchronised=False))  # spills allowed: it runs
+    assert len(kernel.launches) == (1 if resident else 2)
 
 
 def test_synchronised_launch_is_cooperative(compiled_mode):

@@ -12,6 +12,7 @@ import torch
 from tritongru import PlanError, dispatch
 from tritongru.dispatch import Problem, force_config
 from tritongru.hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
+from tritongru.kernels import launch
 from tritongru.kernels.launch import DoesNotFit, PersistentConfig
 from tritongru.kernels.limits import ARCH_LIMITS, arch_limits
 
@@ -128,6 +129,59 @@ def test_a_forced_configuration_is_never_replaced(on_an_a10):
     with force_config(forced), pytest.raises(PlanError, match="the forced configuration does not fit"):
         dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(True, ran))
     assert ran == []
+
+
+def _spilling(spills, ran: list, attempts: list):
+    """A stand-in launcher that checks a compiled kernel as launch_persistent does: a plan for which
+    ``spills(config)`` holds raises Spills while the planner refuses spills, and runs otherwise."""
+
+    def run(config: PersistentConfig):
+        attempts.append(config)
+        if spills(config) and launch._spills_refused.get():
+            stand_in = types.SimpleNamespace(describe=lambda: "gru_bwd_persistent_kernel (T=8, B=64, H=64)", config=config)
+            raise launch.Spills(stand_in, 24, "NVIDIA GeForce RTX 5090")
+        ran.append(config)
+        return "ran"
+
+    return run
+
+
+def test_a_plan_that_spills_resident_weights_runs_another_register_setting_and_remembers_it(on_an_a10):
+    problem = Problem(64, 64, torch.bfloat16, True)
+    plan = dispatch.plan_launch(problem, CUDA)
+    planned = plan.backward
+    assert planned.resident and planned.max_registers is None
+    ran, attempts = [], []
+    run = _spilling(lambda config: config.max_registers is None, ran, attempts)
+    assert dispatch.run_planned(plan, True, CUDA, run) == "ran"
+    [fitted] = ran
+    assert fitted == dataclasses.replace(planned, max_registers=255) and attempts == [planned, fitted]
+    assert dispatch.plan_launch(problem, CUDA).backward == fitted
+    attempts.clear()
+    dispatch.run_planned(dispatch.plan_launch(problem, CUDA), True, CUDA, run)
+    assert attempts == [fitted]  # later calls go straight to it
+
+
+def test_where_every_register_setting_spills_the_planned_plan_runs_and_nothing_smaller(on_an_a10):
+    """A few spilled bytes cost less than what the smaller plans give up (weights streamed from L2)."""
+    problem = Problem(512, 1, torch.bfloat16, False)
+    plan = dispatch.plan_launch(problem, CUDA)
+    ran, attempts = [], []
+    dispatch.run_planned(plan, False, CUDA, _spilling(lambda config: True, ran, attempts))
+    assert ran == [plan.forward] and all(config.resident for config in attempts)
+    assert attempts[0] == plan.forward and len(attempts) == 1 + len(list(dispatch.spill_remedies(plan.forward))) + 1
+    attempts.clear()
+    dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _spilling(lambda config: True, ran, attempts))
+    assert attempts == [plan.forward]  # remembered: the search is not repeated every call
+
+
+def test_a_forced_configuration_runs_as_it_is_spills_and_all(on_an_a10):
+    problem = Problem(64, 64, torch.bfloat16, False)
+    forced = PersistentConfig(block_b=16, block_h=64, block_k=64, num_programs=4, num_warps=8, split_n=8)
+    ran, attempts = [], []
+    with force_config(forced):
+        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _spilling(lambda config: True, ran, attempts))
+    assert ran == attempts == [forced]
 
 
 def test_slices_of_default_tiles_cap_registers_for_one_program_per_sm():

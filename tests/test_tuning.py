@@ -455,5 +455,5 @@ def test_untuned_baseline_is_a_plan_that_fits(monkeypatch):
         return run
 
     monkeypatch.setattr(tuning, "_runner", runner)
-    baseline, expected = tuning._untuned_run(problem, LIMITS, {})
+    baseline, expected = tuning._untuned_run(problem, LIMITS, {}, "this GPU")
     assert baseline == next(dispatch.smaller_plans(problem, LIMITS, False, planned)) and expected == (baseline,)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -31,11 +32,11 @@ from pathlib import Path
 import torch
 import triton
 
-from .dispatch import Problem, plan_ahead, smaller_plans
+from .dispatch import PlanError, Problem, first_fitting, plan_ahead, smaller_plans
 from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
 from .kernels.gru_backward import backward_launch, stack_backward_launch
 from .kernels.gru_forward import forward_launch, stack_forward_launch
-from .kernels.launch import EXCHANGES, Launch, PersistentConfig
+from .kernels.launch import EXCHANGES, Launch, PersistentConfig, check_fits
 from .kernels.limits import DeviceLimits
 
 HIDDEN = (64, 128, 256, 512, 768, 1024, 1536, 2048)
@@ -245,22 +246,31 @@ def planned_config(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_n
 
 
 def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200",
-                  exchange: str | None = None) -> tuple[Launch, tuple[str, ...]]:
+                  exchange: str | None = None, directions: int = 1) -> tuple[Launch, tuple[str, ...]]:
     """The launch of ``kind`` that runs at this shape on ``gpu_name``: the planned one or, where its
-    compiled kernel does not fit the GPU's shared memory, the first smaller plan that does (what
-    :func:`tritongru.dispatch.run_planned` chooses at run time); with the plans refused on the way.
-    Where nothing fits, the last plan tried (its row reports the shared memory it lacks)."""
-    limits = known_gpu(gpu_name).limits
-    planned = planned_config(kind, hidden, batch, dtype, gpu_name, exchange)
-    problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
-    refused = []
-    for config in (planned, *smaller_plans(problem, limits, kind == "bwd", planned)):
-        launch = planned_launch(kind, config, hidden, batch, dtype)
-        shared = compile_launch(launch, limits.arch).shared
-        if shared <= limits.shared_per_block:
-            break
-        refused.append(f"{config.label()} needs {shared} B")
-    return launch, tuple(refused)
+    compiled kernel does not fit the GPU's shared memory or spills its resident weights, the plan
+    :func:`tritongru.dispatch.first_fitting` takes instead (what the op chooses at run time); with
+    the plans refused on the way. Where nothing fits, the last plan tried (its row reports the
+    shared memory it lacks)."""
+    known = known_gpu(gpu_name)
+    limits = known.limits
+    planned = planned_config(kind, hidden, batch, dtype, gpu_name, exchange, directions)
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
+    tried = []
+
+    def attempt(config: PersistentConfig) -> Launch:
+        launch = planned_launch(kind, config, hidden, batch, dtype, directions)
+        tried.append(launch)
+        compiled = compile_launch(launch, limits.arch)
+        check_fits(launch, compiled.shared, compiled.spill_bytes, limits.shared_per_block, known.name)
+        return launch
+
+    candidates = itertools.chain((planned,), smaller_plans(problem, limits, kind == "bwd", planned))
+    try:
+        _, launch, refused = first_fitting(problem, limits, kind == "bwd", candidates, attempt, known.name)
+    except PlanError:
+        return tried[-1], ()
+    return launch, tuple(error.short() for error in refused)
 
 
 def variants(hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200", exchange: str | None = None):
@@ -298,7 +308,7 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", ex
                     tiles = f"{config.block_b}/{config.block_h}/{config.block_k}"
                     status = "; ".join(row.problems) or "ok"
                     if refused:
-                        status += f" (re-planned: {'; '.join(refused)} of {limits.shared_per_block} B)"
+                        status += f" (re-planned: {'; '.join(refused)})"
                     print(
                         f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {row.regs:>4} "
                         f"{row.spill_bytes:>5} {row.shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",

@@ -200,8 +200,7 @@ def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, ba
 
 
 def _planned_step(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, directions: int) -> float:
-    config = compile_report.planned_config(kind, hidden, batch, dtype, gpu_name, directions=directions)
-    launch = compile_report.planned_launch(kind, config, hidden, batch, dtype, directions)
+    launch, _ = compile_report.fitted_launch(kind, hidden, batch, dtype, gpu_name, directions=directions)
     return cost_row(kind, launch, gpu_name).step_us
 
 

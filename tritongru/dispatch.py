@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.resources
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -28,7 +29,7 @@ import triton
 from . import tuned
 from ._compat import INTERPRET
 from .hardware import KNOWN_GPUS
-from .kernels.launch import DoesNotFit, PersistentConfig, device_name, resident_bytes_per_weight
+from .kernels.launch import DoesNotFit, PersistentConfig, Spills, device_name, refusing_spills, resident_bytes_per_weight
 from .kernels.limits import DeviceLimits, device_limits
 
 # Shared memory of a block that a program does not give to its weight slice: the staged operands
@@ -324,39 +325,81 @@ def smaller_plans(problem: Problem, limits: DeviceLimits, backward: bool, config
         yield planned
 
 
+def spill_remedies(config: PersistentConfig) -> Iterator[PersistentConfig]:
+    """The plans to try after ``config`` fit but spilled its resident weights: the same work split
+    and tiles with the register cap the other way (ptxas allocates differently under a cap, and
+    which way spills depends on the architecture: capped, sm_100 spills fp32 H=512 slices, uncapped
+    sm_120 spills a 16-bit H=64 backward holding all of W_hh), then half the reduction chunk
+    (less state staged per chunk) with and without the cap."""
+    yield dataclasses.replace(config, max_registers=None if config.max_registers else 255)
+    if config.block_k // 2 >= 16:
+        shorter = split_among_warps(dataclasses.replace(config, block_k=config.block_k // 2), prefer="k")
+        yield dataclasses.replace(shorter, max_registers=255)
+        yield dataclasses.replace(shorter, max_registers=None)
+
+
 class PlanError(RuntimeError):
     """No plan of a recurrence fits the GPU it was asked to run on."""
+
+
+def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, candidates: Iterator[PersistentConfig],
+                  attempt: Callable[[PersistentConfig], T], where: str,
+                  refused: list[DoesNotFit] | None = None) -> tuple[PersistentConfig, T, list[DoesNotFit]]:
+    """``(config, attempt(config), refused)`` for the first of ``candidates`` whose compiled kernel
+    fits (``attempt`` raises :class:`DoesNotFit` before anything runs where it does not), with the
+    plans refused on the way. Resident weights that spill are refused while a remedy with the same
+    work split compiles without (:func:`spill_remedies`); where none does, the spilling plan runs:
+    a few spilled bytes cost less than the smaller plans' weights re-read from L2. What the op, the
+    tuner's baseline and the compile report all choose by. Raises :class:`PlanError` where nothing
+    fits ``where`` (a GPU's name)."""
+    refused = list(refused or [])
+    for candidate in candidates:
+        try:
+            with refusing_spills():
+                return candidate, attempt(candidate), refused
+        except Spills as error:
+            refused.append(error)
+        except DoesNotFit as error:
+            refused.append(error)
+            continue
+        for remedy in spill_remedies(candidate):
+            try:
+                with refusing_spills():
+                    return remedy, attempt(remedy), refused
+            except DoesNotFit as error:
+                refused.append(error)
+        return candidate, attempt(candidate), refused
+    raise PlanError(
+        f"tritongru: no plan of the {kind_of(problem.training, backward)} kernel for hidden {problem.hidden}, batch "
+        f"{problem.batch}, {problem.dtype} in {problem.directions} direction(s) fits {where} "
+        f"({limits.describe()}); tried: " + "; ".join(str(error) for error in refused)
+    )
 
 
 _fitted: dict[tuple[DeviceLimits, Problem, bool], PersistentConfig] = {}
 
 
 def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Callable[[PersistentConfig], T]) -> T:
-    """``run(config)`` with the plan's configuration for the forward (or ``backward``) kernel or,
-    where its compiled kernel does not fit the device (:class:`DoesNotFit`, raised before anything
-    runs), with the first of :func:`smaller_plans` that does, which later plans of the same
-    problem on a GPU of this kind then take directly."""
+    """``run(config)`` with the plan's configuration for the forward (or ``backward``) kernel, or
+    with the first plan that fits the device (:func:`first_fitting`) where the planned one's
+    compiled kernel does not fit (:class:`DoesNotFit`, raised before anything runs) or spills its
+    resident weights; later plans of the same problem on a GPU of this kind then take it directly.
+    A forced, tuned or already fitted configuration runs as it is, spills and all (a tuned one was
+    timed against the others); only one that does not fit is replaced, and a forced one never."""
     problem, config = plan.problem, plan.config(backward)
-    try:
-        return run(config)
-    except DoesNotFit as error:
-        if plan.source == "forced":
-            raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
-        refused = [error]
     limits = limits_of(device)
-    for smaller in smaller_plans(problem, limits, backward, config):
+    candidates, refused = itertools.chain((config,), smaller_plans(problem, limits, backward, config)), []
+    if plan.source != "planned" or _fitted.get((limits, problem, backward)) == config:
         try:
-            result = run(smaller)
+            return run(config)
         except DoesNotFit as error:
-            refused.append(error)
-            continue
-        _fitted[(limits, problem, backward)] = smaller
-        return result
-    raise PlanError(
-        f"tritongru: no plan of the {kind_of(problem.training, backward)} kernel for hidden {problem.hidden}, batch "
-        f"{problem.batch}, {problem.dtype} in {problem.directions} direction(s) fits {device_name(device)} "
-        f"({limits.describe()}); tried: " + "; ".join(str(error) for error in refused)
-    )
+            if plan.source == "forced":
+                raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
+            candidates, refused = smaller_plans(problem, limits, backward, config), [error]
+    chosen, result, tried = first_fitting(problem, limits, backward, candidates, run, device_name(device), refused)
+    if tried:  # something was refused on the way (perhaps only the spills of the plan chosen)
+        _fitted[(limits, problem, backward)] = chosen
+    return result
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ co-resident and would hang. This tuner instead
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ import triton.testing
 from . import _compat, tuned
 from .dispatch import (
     Problem,
+    first_fitting,
     heuristic_config,
     modelled_step_us,
     smaller_plans,
@@ -254,22 +256,26 @@ def _disagreement(outputs: tuple, expected: tuple) -> float:
     )
 
 
-def _untuned_run(problem: Problem, limits: DeviceLimits, inputs: dict) -> tuple[PersistentConfig, tuple]:
-    """The configuration that runs ``problem`` untuned on this GPU (the planner's, or the first
-    smaller plan whose kernel fits, as the op would take) and its result."""
+def _untuned_run(problem: Problem, limits: DeviceLimits, inputs: dict, where: str) -> tuple[PersistentConfig, tuple]:
+    """The configuration that runs ``problem`` untuned on this GPU (the planner's, or what
+    :func:`tritongru.dispatch.first_fitting` takes where it does not fit or spills, as the op
+    would) and its result."""
     planned = heuristic_config(problem, limits)
-    refused = []
-    for config in (planned, *smaller_plans(problem, limits, False, planned)):
+
+    def attempt(config: PersistentConfig) -> tuple:
         try:
-            return config, _runner(problem, inputs, config)()
-        except DoesNotFit as error:
-            refused.append(str(error))
+            return _runner(problem, inputs, config)()
+        except DoesNotFit:
+            raise
         except (RuntimeError, ValueError, triton.TritonError) as error:
             raise RuntimeError(
                 f"the untuned configuration {config.label()} of {tuned.bucket_name(tuned.bucket_key(problem))} failed its "
                 f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
             ) from error
-    raise RuntimeError(f"no plan of {tuned.bucket_name(tuned.bucket_key(problem))} fits this GPU: {'; '.join(refused)}")
+
+    candidates = itertools.chain((planned,), smaller_plans(problem, limits, False, planned))
+    config, result, _ = first_fitting(problem, limits, False, candidates, attempt, where)
+    return config, result
 
 
 def tune_problem(
@@ -290,7 +296,7 @@ def tune_problem(
     inputs = _random_inputs(problem, seq_len, device)
     # The baseline is what runs untuned: its result is the one every candidate must agree with,
     # and its time the one the table records next to the best.
-    baseline, expected = _untuned_run(problem, limits, inputs)
+    baseline, expected = _untuned_run(problem, limits, inputs, "this GPU")
     candidates = list(dict.fromkeys([baseline, *rank(problem, kept, limits)]))[:max_configs]
     tolerance = AGREEMENT_TOLERANCE[problem.dtype]
     times: dict[PersistentConfig, float] = {}
