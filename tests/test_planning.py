@@ -4,6 +4,7 @@ plans tried where a compiled kernel does not fit (no GPU needed: the launches ar
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 
 import pytest
@@ -73,31 +74,38 @@ def test_smaller_plans_shrink_until_weights_stream_and_chunks_are_short(gpu, bac
     assert chunks == sorted(chunks, reverse=True) and chunks[-1] == 16
 
 
-def _refusing(needs_streaming: bool, ran: list):
+def _refusing(needs_streaming: bool, ran: list, gpu_name: str):
     """A stand-in launcher: a resident plan does not fit (or none does), a streamed one runs."""
 
     def run(config: PersistentConfig):
         if config.resident or not needs_streaming:
             stand_in = types.SimpleNamespace(describe=lambda: "gru_fwd_persistent_kernel (T=8, B=16, H=1024)", config=config)
-            raise DoesNotFit(stand_in, "shared memory (bytes)", 120_000, 101_376, "NVIDIA A10")
+            raise DoesNotFit(stand_in, "shared memory (bytes)", 120_000, 101_376, gpu_name)
         ran.append(config)
         return "ran"
 
     return run
 
 
-@pytest.fixture
-def on_an_a10(monkeypatch):
+# One GPU of every architecture the kernels run on: re-planning is proved on each.
+ONE_PER_ARCH = {f"{name}-sm{KNOWN_GPUS[name].arch}": name for name in ("a100", "a10", "l4", "h100-pcie", "b200", "rtx5090")}
+
+
+@pytest.fixture(params=list(ONE_PER_ARCH.values()), ids=list(ONE_PER_ARCH))
+def on_a_gpu(request, monkeypatch):
+    """The planner as it runs on a GPU of each architecture, with nothing tuned and nothing fitted yet."""
+    known = KNOWN_GPUS[request.param]
     monkeypatch.setattr(dispatch, "INTERPRET", False)
-    monkeypatch.setattr(dispatch, "limits_of", lambda device: known_gpu("a10").limits)
-    monkeypatch.setattr(dispatch, "device_name", lambda device: "NVIDIA A10")
+    monkeypatch.setattr(dispatch, "limits_of", lambda device: known.limits)
+    monkeypatch.setattr(dispatch, "device_name", lambda device: known.name)
     monkeypatch.setattr(dispatch, "_fitted", {})
     from tritongru import tuned
 
     monkeypatch.setattr(tuned, "lookup", lambda problem, device: None)
+    return known
 
 
-def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypatch):
+def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_a_gpu, monkeypatch):
     problem = Problem(1024, 16, torch.bfloat16, False)
     resident = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
     monkeypatch.setattr(dispatch, "heuristic_config", lambda problem, limits, backward=False, *args: (
@@ -105,7 +113,7 @@ def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypa
     ran = []
     plan = dispatch.plan_launch(problem, CUDA)
     assert (plan.source, plan.forward) == ("planned", resident)
-    assert dispatch.run_planned(plan, False, CUDA, _refusing(True, ran)) == "ran"
+    assert dispatch.run_planned(plan, False, CUDA, _refusing(True, ran, on_a_gpu.name)) == "ran"
     [fitted] = ran
     assert not fitted.resident
     # Later plans (and so the planner of bidirectional launches) go straight to the plan that fitted.
@@ -114,20 +122,22 @@ def test_a_plan_that_does_not_fit_is_replaced_and_remembered(on_an_a10, monkeypa
     assert dispatch.plan_launch(training, CUDA).forward == resident  # another problem: planned afresh
 
 
-def test_nothing_fitting_is_a_plan_error_naming_gpu_shape_and_plans(on_an_a10):
+def test_nothing_fitting_is_a_plan_error_naming_gpu_shape_and_plans(on_a_gpu):
     problem = Problem(1024, 16, torch.bfloat16, False)
+    known = on_a_gpu
     with pytest.raises(PlanError, match=r"fwd-inf kernel for hidden 1024, batch 16, torch.bfloat16 in 1 direction\(s\) "
-                                        r"fits NVIDIA A10 \(sm_86, 72 SMs.*tried: .*b16/h16/k1024.*needs 120000") as error:
-        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(False, []))
+                                        rf"fits {re.escape(known.name)} \(sm_{known.arch}, {known.sms} SMs.*tried: "
+                                        r".*b16/h\d+/k\d+/.*needs 120000") as error:
+        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(False, [], known.name))
     assert isinstance(error.value, RuntimeError) and error.value.__class__.__module__ == "tritongru.dispatch"
 
 
-def test_a_forced_configuration_is_never_replaced(on_an_a10):
+def test_a_forced_configuration_is_never_replaced(on_a_gpu):
     problem = Problem(1024, 16, torch.bfloat16, False)
     forced = PersistentConfig(block_b=16, block_h=16, block_k=1024, num_programs=64, num_warps=8, split_k=8)
     ran = []
     with force_config(forced), pytest.raises(PlanError, match="the forced configuration does not fit"):
-        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(True, ran))
+        dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(True, ran, on_a_gpu.name))
     assert ran == []
 
 
@@ -146,7 +156,7 @@ def _spilling(spills, ran: list, attempts: list):
     return run
 
 
-def test_a_plan_that_spills_resident_weights_runs_another_register_setting_and_remembers_it(on_an_a10):
+def test_a_plan_that_spills_resident_weights_runs_another_register_setting_and_remembers_it(on_a_gpu):
     problem = Problem(64, 64, torch.bfloat16, True)
     plan = dispatch.plan_launch(problem, CUDA)
     planned = plan.backward
@@ -162,7 +172,7 @@ def test_a_plan_that_spills_resident_weights_runs_another_register_setting_and_r
     assert attempts == [fitted]  # later calls go straight to it
 
 
-def test_where_every_register_setting_spills_the_planned_plan_runs_and_nothing_smaller(on_an_a10):
+def test_where_every_register_setting_spills_the_planned_plan_runs_and_nothing_smaller(on_a_gpu):
     """A few spilled bytes cost less than what the smaller plans give up (weights streamed from L2)."""
     problem = Problem(512, 1, torch.bfloat16, False)
     plan = dispatch.plan_launch(problem, CUDA)
@@ -175,7 +185,7 @@ def test_where_every_register_setting_spills_the_planned_plan_runs_and_nothing_s
     assert attempts == [plan.forward]  # remembered: the search is not repeated every call
 
 
-def test_a_forced_configuration_runs_as_it_is_spills_and_all(on_an_a10):
+def test_a_forced_configuration_runs_as_it_is_spills_and_all(on_a_gpu):
     problem = Problem(64, 64, torch.bfloat16, False)
     forced = PersistentConfig(block_b=16, block_h=64, block_k=64, num_programs=4, num_warps=8, split_n=8)
     ran, attempts = [], []

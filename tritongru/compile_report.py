@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         gpus = gpus_of_arch(args.arch) if args.arch is not None else (args.gpu or ["h200"])
     except ValueError as error:
         parser.error(str(error))
+    # The commit of the code that compiles, read before anything is compiled.
+    provenance = {gpu_name: _provenance(gpu_name, argv) for gpu_name in gpus}
     failed = 0
     for gpu_name in gpus:
         text = io.StringIO()
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             path = args.out / f"compile-{gpu_name}" / "report.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(_provenance(gpu_name, argv) + text.getvalue() + f"\n{summary}\n", encoding="utf-8")
+            path.write_text(provenance[gpu_name] + text.getvalue() + f"\n{summary}\n", encoding="utf-8")
             print(f"wrote {path}\n")
     return 1 if failed else 0
 
