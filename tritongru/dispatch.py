@@ -36,6 +36,9 @@ from .kernels.limits import DeviceLimits, device_limits
 # of the dots, the reduction across warps and the barrier's static words (27 KiB leaves the
 # H100/H200's 200 KiB of the 227 KiB a block may take).
 STAGING_RESERVE_BYTES = 27 * 1024
+# The most warps a plan gives a program: at 16 a thread may still keep 128 registers (65536 per SM
+# on sm_80-sm_120), beyond it too few for its part of a product.
+MAX_WARPS = 16
 # What a plan is made for without a device at hand (the compile and cost reports, the CPU).
 H200 = KNOWN_GPUS["h200"].limits
 T = TypeVar("T")
@@ -326,12 +329,19 @@ def smaller_plans(problem: Problem, limits: DeviceLimits, backward: bool, config
 
 
 def spill_remedies(config: PersistentConfig) -> Iterator[PersistentConfig]:
-    """The plans to try after ``config`` fit but spilled its resident weights: the same work split
-    and tiles with the register cap the other way (ptxas allocates differently under a cap, and
-    which way spills depends on the architecture: capped, sm_100 spills fp32 H=512 slices, uncapped
-    sm_120 spills a 16-bit H=64 backward holding all of W_hh), then half the reduction chunk
-    (less state staged per chunk) with and without the cap."""
+    """The plans to try after ``config`` fit but spilled its resident weights, each keeping its work
+    split (slices, batch tiles, programs): the register cap the other way (ptxas allocates
+    differently under a cap, and which way spills depends on the architecture: capped, sm_100
+    spills fp32 H=512 slices; uncapped, sm_120 spills a 16-bit H=64 backward holding all of W_hh);
+    the product over twice the warps, the reduction split first (each thread holds half the
+    accumulators; it is what keeps fp32 stacks' training forward spill-free on sm_90); half the
+    reduction chunk (less state staged per chunk), capped and not."""
     yield dataclasses.replace(config, max_registers=None if config.max_registers else 255)
+    for split_k, split_n in ((2 * config.split_k, config.split_n), (config.split_k, 2 * config.split_n)):
+        if config.block_k // split_k >= 16 and config.block_h // split_n >= 8 and split_k * split_n <= MAX_WARPS:
+            yield dataclasses.replace(config, num_warps=split_k * split_n, split_k=split_k, split_n=split_n,
+                                      max_registers=None)
+            break
     if config.block_k // 2 >= 16:
         shorter = split_among_warps(dataclasses.replace(config, block_k=config.block_k // 2), prefer="k")
         yield dataclasses.replace(shorter, max_registers=255)
