@@ -252,14 +252,39 @@ def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_na
     :func:`tritongru.dispatch.first_fitting` takes instead (what the op chooses at run time); with
     the plans refused on the way. Where nothing fits, the last plan tried (its row reports the
     shared memory it lacks)."""
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
+    planned = planned_config(kind, hidden, batch, dtype, gpu_name, exchange, directions)
+    launch, refused = _fitted(kind, problem, planned, gpu_name,
+                              lambda config: planned_launch(kind, config, hidden, batch, dtype, directions))
+    return launch, refused or ()
+
+
+def fitted_stack_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str = "h200",
+                        seq_len: int = SEQ_LEN) -> Launch | None:
+    """The one launch of ``kind`` running every layer of a unidirectional stack that the op takes
+    on ``gpu_name`` (:func:`fitted_launch`'s choice among plans that keep the weights on chip), or
+    None where it keeps the stack layer by layer: no resident plan co-resides or fits."""
+    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", layers=layers)
+    planned = plan_ahead(problem, known_gpu(gpu_name).limits).config(kind == "bwd")
+    if not planned.resident or layers * planned.num_programs > known_gpu(gpu_name).limits.sms:
+        return None
+    launch, refused = _fitted(kind, problem, planned, gpu_name, lambda config: planned_stack_launch(
+        kind, config, hidden, batch, dtype, layers, seq_len=seq_len), resident_only=True)
+    return launch if refused is not None else None
+
+
+def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: str, build, resident_only: bool = False):
+    """``(launch, refused)``: the launch ``build`` makes of the plan :func:`first_fitting` takes for
+    ``problem`` on ``gpu_name``, compiled, with the plans it refused (short form); where none fits,
+    the last launch tried (None if none was) and None."""
     known = known_gpu(gpu_name)
     limits = known.limits
-    planned = planned_config(kind, hidden, batch, dtype, gpu_name, exchange, directions)
-    problem = Problem(hidden, batch, dtype, kind != "fwd-inf", directions)
     tried = []
 
     def attempt(config: PersistentConfig) -> Launch:
-        launch = planned_launch(kind, config, hidden, batch, dtype, directions)
+        if resident_only and not config.resident:
+            raise PlanError(f"no plan of {problem} keeps its weights on chip")
+        launch = build(config)
         tried.append(launch)
         compiled = compile_launch(launch, limits.arch)
         check_fits(launch, compiled.shared, compiled.spill_bytes, limits.shared_per_block, known.name)
@@ -269,7 +294,7 @@ def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_na
     try:
         _, launch, refused = first_fitting(problem, limits, kind == "bwd", candidates, attempt, known.name)
     except PlanError:
-        return tried[-1], ()
+        return (tried[-1] if tried else None), None
     return launch, tuple(error.short() for error in refused)
 
 

@@ -25,7 +25,7 @@ import triton
 from . import compile_report
 from .compiled_step import count_step, dot_layouts, parse_sass
 from .cost_model import CallShape, call_cost, critical_round_trips, stack_call_cost, step_cost
-from .dispatch import KINDS, Problem, Tiles, heuristic_config
+from .dispatch import KINDS, PLAN_FORMAT, Problem, Tiles, batch_class, heuristic_config, longest_chunk, plan_key
 from .hardware import GPUS, known_gpu
 from .hardware import gpu as gpu_named
 from .kernels.launch import Launch
@@ -182,18 +182,16 @@ def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, ba
     ``fwd_bwd``), or None where the planner keeps it layer by layer: its weights do not stay on
     chip at one program per SM, or a compiled kernel does not fit."""
     limits = known_gpu(gpu_name).limits
-    problem = Problem(shape.hidden, shape.batch, dtype, mode != "inference", layers=shape.layers)
     kinds = ("fwd-inf",) if mode == "inference" else ("fwd", "bwd")
     steps = []
     for kind in kinds:
-        config = heuristic_config(problem, limits, kind == "bwd")
-        if not config.resident or shape.layers * config.num_programs > limits.sms:
+        launch = compile_report.fitted_stack_launch(kind, shape.hidden, shape.batch, dtype, shape.layers, gpu_name,
+                                                    seq_len=shape.seq_len)
+        if launch is None:
             return None
-        launch = compile_report.planned_stack_launch(kind, config, shape.hidden, shape.batch, dtype, shape.layers,
-                                                     seq_len=shape.seq_len)
         row = cost_row(f"stack-{kind}", launch, gpu_name)
         if row.spill_bytes or row.shared_bytes > limits.shared_per_block or not row.co_resident:
-            return None
+            return None  # it runs, spilling: the model does not price local memory
         steps.append(row.step_us)
     cost = stack_call_cost(shape, steps[0], gpu_named(gpu_name), backward_step_us=steps[1] if len(steps) > 1 else None)
     return _call_row(name, compile_report._TRITON_TYPE[dtype], mode, shape, sum(steps), cost, baseline)
@@ -390,8 +388,6 @@ def tile_candidates(kind: str, hidden: int, batch: int, dtype: torch.dtype, shor
     dearer with every split, ``perf/NOTES.md``) and, where that chunk does not divide the
     reduction, the longest that does (a padded chunk multiplies zeros: H=768 in one 1024-deep
     chunk costs what H=1024 costs). The caller adds ready flags and wider batch tiles."""
-    from .dispatch import longest_chunk
-
     longest = max(16, longest_chunk(hidden, dtype.itemsize, kind) >> shorter)
     reduction = 3 * hidden if kind == "bwd" else hidden
     dividing = min(longest, reduction & -reduction)  # the largest power of two dividing it
@@ -408,8 +404,6 @@ def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dty
     """The planned launch with ``tiles`` (with a 255-register cap when it spills without one) and
     its modelled row; ``None`` where the planned work split does not take these tiles as they
     are, or the launch does not fit (spills, shared memory, repeated warps, co-residency)."""
-    from .dispatch import Problem, heuristic_config
-
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
     limits = known_gpu(gpu_name).limits
     config = heuristic_config(problem, limits, kind == "bwd", tiles=tiles)
@@ -427,8 +421,6 @@ def _modelled(kind: str, tiles: Tiles, hidden: int, batch: int, dtype: torch.dty
 def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_name: str, log=print) -> list[tuple[Tiles, CostRow]]:
     """Every candidate of one plan entry that fits, cheapest modelled step first (shorter chunks
     only where nothing longer fits)."""
-    from .dispatch import Problem
-
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf")
     modelled = []
     for shorter in range(3):
@@ -439,8 +431,6 @@ def search_entry(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_nam
 
 
 def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -> list[tuple[Tiles, CostRow]]:
-    from .dispatch import heuristic_config
-
     modelled = []
     for tiles in tile_candidates(kind, hidden, batch, dtype, shorter):
         variants = [tiles]
@@ -463,8 +453,6 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
     """Search every plan entry of the shape grid and merge the choices into the table at ``plan``
     (entry by entry, so that a search cut short keeps what it found). Each entry records its
     choice, the modelled step of every candidate that fit (the tuner's order), and how it was made."""
-    from .dispatch import KINDS, PLAN_FORMAT, batch_class, plan_key
-
     kinds = kinds or KINDS
 
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
