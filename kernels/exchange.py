@@ -17,6 +17,15 @@ has read every program's state of step ``s + 1``, and each program publishes tha
 read its slot ``s``. A reader of slot ``s % 2`` therefore sees tag ``s - 2`` (or the initial zeros)
 or ``s``, never a later one, so 16-bit tags that wrap around are unambiguous.
 
+A stack's launch passes each layer's states (forward) or ``dgx`` (backward) on to the next layer
+through a ring of :func:`ring_slots` slots per layer: step ``s`` goes to slot ``s % R`` with tag
+``s``. Its own layer is at most one step behind the writer, as above, but the layer that reads it
+can fall any number of steps behind, so the writer may not overwrite step ``s - R`` before that
+reader is done with it: the reading programs of the same rows count each step they finish on one
+counter (:func:`report_progress`), and a writer about to overwrite waits until the count says all
+of them are past it (:func:`wait_for_progress`). A slot then holds step ``s - R`` or ``s`` when step ``s`` is awaited,
+so its 16-bit tags are unambiguous for any T.
+
 A wait is bounded like the barrier's: past ``timeout_us`` a program raises the shared error word,
 every waiting program sees it and stops waiting, and the host raises after the launch.
 """
@@ -26,7 +35,12 @@ import triton
 import triton.language as tl
 
 from .barrier import stall_reported, wait_deadline
+from .settings import INTERPRET
 from .tiles import split_k_offsets
+
+# Slots of a layer's ring in a stack's launch: the writer may run RING_SLOTS - 1 steps ahead of the
+# slowest program reading it before it waits, slack for a wavefront whose layers are one step apart.
+RING_SLOTS = 8
 
 
 def _word_layout(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, int]:
@@ -51,6 +65,29 @@ def pack_initial(h0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Host side: ``h0`` rounded to ``dtype`` as the words of step 0 (tag 0), ready for slot 0."""
     bits, word, low = _word_layout(dtype)
     return h0.to(dtype).contiguous().view(bits).to(word) & low
+
+
+def ring_slots(steps: int) -> int:
+    """Slots a stack's launch keeps of each layer's tagged words over ``steps`` steps: a ring of
+    :data:`RING_SLOTS` on a GPU. Triton's interpreter runs programs one after another, each to the
+    end, so there a layer runs all its steps before the layer reading it starts: every step keeps
+    its slot and no writer ever waits."""
+    return steps if INTERPRET else min(steps, RING_SLOTS)
+
+
+def ring_tags_unambiguous(slots: int, dtype: torch.dtype) -> bool:
+    """Whether a ring of ``slots`` slots tags ``dtype``'s words unambiguously: 16-bit tags wrap at
+    65536, and a slot not yet written holds tag 0, which step 65536 would take for its own."""
+    return dtype.itemsize > 2 or slots <= 0xFFFF
+
+
+def progress_counters(layers: int, slices: int, programs: int, steps: int, device: torch.device) -> torch.Tensor:
+    """The int32 counters of a stack's launch, per layer and group of rows (``programs`` a layer,
+    ``slices`` hidden slices each): each counts ``steps x slices`` at most."""
+    if steps * slices >= 2**31:
+        raise ValueError(f"a stack counts steps x hidden slices in int32: {steps} x {slices} is too many; "
+                         "split the sequence")
+    return torch.zeros((layers, programs // slices), dtype=torch.int32, device=device)
 
 
 @triton.jit
@@ -132,3 +169,29 @@ def publish_tagged(p_x, words, mask):
     single-copy atomicity and eventual visibility only between strong accesses, and the readers'
     polls are volatile (strong) loads."""
     tl.atomic_xchg(p_x, words, mask=mask, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def report_progress(p_count):
+    """Count one more finished step of this program on the counter of the programs that read the
+    same rows of the layer it reads from: a release, so that every read of that step's words
+    happens before a writer that sees the count overwrites them."""
+    tl.atomic_add(p_count, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def wait_for_progress(p_count, needed, seen, p_error, timeout_us):
+    """The count on ``p_count`` once it is at least ``needed`` (``seen``, what this program last
+    read, where that already is). The programs counting there are the hidden slices of the same
+    rows of one layer, each of which waits for all the others' previous step, so they are never
+    more than one step apart: a count of ``k x slices`` means each has finished ``k`` steps.
+    Acquires it: the writer's stores after the wait come after those programs' reads."""
+    if seen < needed:
+        deadline = wait_deadline(timeout_us)
+        waiting = True
+        while waiting:
+            seen = tl.atomic_add(p_count, 0, sem="acquire", scope="gpu")
+            waiting = not (seen >= needed or stall_reported(p_error, deadline))
+        # Every thread's stores after the wait come after the thread that acquired.
+        tl.debug_barrier()
+    return seen

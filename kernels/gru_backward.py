@@ -27,7 +27,10 @@ import triton
 import triton.language as tl
 
 from .barrier import grid_barrier
-from .exchange import pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype
+from .exchange import (
+    pack_tagged, progress_counters, publish_tagged, report_progress, ring_slots, ring_tags_unambiguous, step_tag,
+    unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
+)
 from .settings import barrier_timeout_us
 from .launch import (
     Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
@@ -50,13 +53,15 @@ def gru_bwd_persistent_kernel(
     p_sync,  # (2,) int32 barrier counter and error word
     p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
     p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
-    p_gxbuf,  # STACK: (D, T, B, 3H) int32/int64 dgx with its step tags, for the layer below
+    p_gxbuf,  # STACK: (D, gx_slots, B, 3H) int32/int64 dgx with its step tags, for the layer below: a ring
+    p_progress,  # STACK: (D, batch groups) int32 steps the slices of each group of rows of layers ..L-2 finished
     T,
     B,
     H,
     num_b_tiles,
     num_programs,  # per direction (per layer when STACK)
     num_dirs,  # groups of programs: directions, or layers when STACK
+    gx_slots,  # STACK: slots of each layer's ring in p_gxbuf
     timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
     STACK: tl.constexpr,  # the groups are the layers of a unidirectional stack, the top one leading
     DROPOUT: tl.constexpr,
@@ -93,7 +98,7 @@ def gru_bwd_persistent_kernel(
     p_xbuf += dir64 * 2 * B * 3 * H
     if STACK:
         # The top layer reads dy; the layers below take it from the layer above's dgx (tagged
-        # words, the whole history) times that layer's W_ih, by the dropout mask between them.
+        # words, a ring per layer) times that layer's W_ih, by the dropout mask between them.
         col_dy = dir64 * 0
         row_dy = H
         col_dgx = dir64 * T * B * 3 * H  # every layer's dgx, (L, T, B, 3H)
@@ -102,8 +107,16 @@ def gru_bwd_persistent_kernel(
         above = tl.minimum(direction, num_dirs - 2)  # index of W_ih of layer direction + 1
         p_wih += tl.cast(above, tl.int64) * 3 * H * H
         p_mask += tl.cast(above, tl.int64) * T * B * H
-        p_gx_own = p_gxbuf + dir64 * T * B * 3 * H
-        p_gx_above = p_gx_own + tl.cast(T, tl.int64) * B * 3 * H
+        p_gx_own = p_gxbuf + dir64 * gx_slots * B * 3 * H
+        p_gx_above = p_gx_own + tl.cast(gx_slots, tl.int64) * B * 3 * H
+        # A layer's ring is read by the layer below: before overwriting a slot, a layer waits until
+        # the programs below of the same rows are done with it (kernels/exchange.py).
+        slices = tl.cdiv(H, BLOCK_H)
+        groups = num_programs // slices
+        p_count_own = p_progress + direction * groups + pid // slices
+        p_count_below = p_progress + tl.maximum(direction - 1, 0) * groups + pid // slices
+        seen_below = tl.zeros((), tl.int32)
+        ring = tl.zeros((), tl.int32)  # this reverse step's slot, rev_step % gx_slots, kept without a division
     else:
         col_dy = dir64 * H  # this direction's columns in a row of dy
         col_dgx = dir64 * 3 * H
@@ -129,6 +142,12 @@ def gru_bwd_persistent_kernel(
         p_x = p_xbuf + tl.cast(rev_step % 2, tl.int64) * B * 3 * H
         tag = step_tag(rev_step + 1, WORD)
         if STACK:
+            p_gx_slot = tl.cast(ring, tl.int64) * B * 3 * H
+            if direction > 0:
+                # dgx of this step replaces that of reverse step rev_step - gx_slots, which the layer
+                # below reads in that step.
+                seen_below = wait_for_progress(p_count_below, (rev_step + 1 - gx_slots) * slices, seen_below, p_sync + 1,
+                                               timeout_us)
             if direction < num_dirs - 1:
                 # The gradient reaching this layer's output at time ``step``: what the layer above
                 # published of its dgx for that time, through its W_ih and the dropout mask.
@@ -138,8 +157,8 @@ def gru_bwd_persistent_kernel(
                     offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
                     acc = tl.zeros((S, BLOCK_B, NS), ACC)
                     b_words = wait_tagged_chunks(
-                        p_gx_above + tl.cast(step, tl.int64) * B * 3 * H, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1,
-                        timeout_us, NUM_K, BLOCK_K, SPLIT_K,
+                        p_gx_above + p_gx_slot, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1, timeout_us, NUM_K, BLOCK_K,
+                        SPLIT_K,
                     )
                     for c in tl.static_range(NUM_K):
                         b_dgx = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
@@ -191,7 +210,7 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
             if STACK:  # for the layer below (layer 0's dgx only leaves the kernel)
-                p_gx_t = p_gx_own + tl.cast(step, tl.int64) * B * 3 * H + offs_g
+                p_gx_t = p_gx_own + p_gx_slot + offs_g
                 publish = tl.where(direction > 0, mask, False)
                 publish_tagged(p_gx_t, pack_tagged(da_r.to(dtype), tag, WORD), publish)
                 publish_tagged(p_gx_t + H, pack_tagged(da_z.to(dtype), tag, WORD), publish)
@@ -235,6 +254,10 @@ def gru_bwd_persistent_kernel(
             tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)
         # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
         tl.debug_barrier()
+        if STACK:
+            if direction < num_dirs - 1:  # done with the layer above's dgx of this step
+                report_progress(p_count_own)
+            ring = tl.where(ring + 1 == gx_slots, 0, ring + 1)
 
 
 def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
@@ -252,8 +275,9 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     xbuf = torch.zeros((D, 2, B, 3 * H), dtype=word_dtype(dtype), device=device) if flags else sync
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
-        w_hh, sync, xbuf,  # no layers: W_ih, the dropout masks and the layers' dgx words are never read
-        T, B, H, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
+        # No layers: W_ih, the dropout masks, the layers' dgx words and their progress are never read.
+        w_hh, sync, xbuf, sync,
+        T, B, H, config.num_b_tiles(B), config.num_programs, D, 1, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
@@ -271,6 +295,10 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     if not config.resident:
         raise ValueError("a stack's backward in one launch needs resident weights")
     dtype, device = hs.dtype, hs.device
+    slots = ring_slots(T)
+    if not ring_tags_unambiguous(slots, dtype):
+        raise ValueError(f"a stack's backward keeping {slots} steps of 16-bit dgx per layer tags them in 16 bits: "
+                         f"at most 65535 steps, got T = {T}")
     dgx = empty_output((L, T, B, 3 * H), dtype, device)
     dgh = empty_output((L, T, B, 3 * H), dtype, device)
     dstate = accumulator_state(dh_n)
@@ -278,11 +306,12 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     word = word_dtype(dtype)
     # Zeros: tag 0, which no reverse step takes for its own (tags count from 1).
     xbuf = torch.zeros((L, 2, B, 3 * H), dtype=word, device=device)
-    gxbuf = torch.zeros((L, T, B, 3 * H), dtype=word, device=device)
+    gxbuf = torch.zeros((L, slots, B, 3 * H), dtype=word, device=device)
+    progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
-        w_ih, masks if masks is not None else sync, gxbuf,
-        T, B, H, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
+        w_ih, masks if masks is not None else sync, gxbuf, progress,
+        T, B, H, config.num_b_tiles(B), config.num_programs, L, slots, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=False, use_lengths=lengths is not None, precision=precision

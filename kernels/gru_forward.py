@@ -35,7 +35,8 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    pack_initial, pack_tagged, publish_tagged, step_tag, unpack_tagged, wait_tagged_chunks, word_dtype,
+    pack_initial, pack_tagged, progress_counters, publish_tagged, report_progress, ring_slots, ring_tags_unambiguous,
+    step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
 )
 from .launch import (
     Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
@@ -65,6 +66,7 @@ def gru_fwd_persistent_kernel(
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
     p_hbuf,  # (D, hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
     p_xbuf,  # (D, xbuf_slots, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
+    # (STACK: each layer's ring, h_t in slot t % xbuf_slots)
     p_state,  # (D, B, H) running state in ACC, initialised with h0; holds h_n at the end
     p_y,  # (T, B, D x H) output, the directions side by side; STACK: (layers or 1, T, B, H)
     p_gates,  # (D, T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
@@ -72,6 +74,7 @@ def gru_fwd_persistent_kernel(
     p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
     p_bih,  # STACK: (D - 1, 3H) their input bias, b_hh of r and z folded in
     p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
+    p_progress,  # STACK: (D, batch groups) int32 steps the slices of each group of rows of layers 1.. finished
     T,
     B,
     H,
@@ -135,6 +138,15 @@ def gru_fwd_persistent_kernel(
         p_bih += below * 3 * H
         p_x_below = p_xbuf - tl.cast(xbuf_slots, tl.int64) * B * H
         p_mask += tl.cast(below, tl.int64) * T * B * H
+        # A layer's ring is read by its own programs and the layer above's: before overwriting a
+        # slot, a layer waits until the programs above of the same rows are done with it
+        # (kernels/exchange.py). They count their steps on one word per group of rows.
+        slices = tl.cdiv(H, BLOCK_H)
+        groups = num_programs // slices
+        p_count_own = p_progress + direction * groups + pid // slices
+        p_count_above = p_progress + tl.minimum(direction + 1, num_dirs - 1) * groups + pid // slices
+        seen_above = tl.zeros((), tl.int32)
+        ring_in = tl.zeros((), tl.int32)  # the slot of h_step, step % xbuf_slots, kept without a division
     else:
         col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
         col_y = dir64 * H
@@ -161,9 +173,15 @@ def gru_fwd_persistent_kernel(
     for step in range(T):
         p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
         p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
-        if STACK:  # the whole history: slot t holds h_t
-            p_x_in = p_xbuf + tl.cast(step, tl.int64) * B * H
-            p_x_out = p_x_in + B * H
+        if STACK:  # the ring: slot t % xbuf_slots holds h_t
+            ring_out = tl.where(ring_in + 1 == xbuf_slots, 0, ring_in + 1)
+            p_x_in = p_xbuf + tl.cast(ring_in, tl.int64) * B * H
+            p_x_out = p_xbuf + tl.cast(ring_out, tl.int64) * B * H
+            if direction < num_dirs - 1:
+                # h_{step + 1} replaces h_{step + 1 - xbuf_slots}, which the layer above reads in
+                # its step step - xbuf_slots.
+                seen_above = wait_for_progress(p_count_above, (step + 1 - xbuf_slots) * slices, seen_above, p_sync + 1,
+                                               timeout_us)
         else:
             p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
             p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
@@ -187,7 +205,8 @@ def gru_fwd_persistent_kernel(
                 acc_xn = tl.zeros((S, BLOCK_B, NS), ACC)
                 if direction > 0:
                     b_words = wait_tagged_chunks(
-                        p_x_below + tl.cast(step + 1, tl.int64) * B * H, offs_b, H, B, H, step_tag(step + 1, WORD),
+                        p_x_below + tl.cast(ring_out, tl.int64) * B * H, offs_b, H, B, H,
+                        step_tag(step + 1, WORD),
                         p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
                     )
                     for c in tl.static_range(NUM_K):
@@ -271,6 +290,10 @@ def gru_fwd_persistent_kernel(
         # (ready flags, or one program per batch tile) it only orders this program's own stores
         # before its next loads.
         grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
+        if STACK:
+            if direction > 0:  # done with layer direction - 1's h_{step + 1}
+                report_progress(p_count_own)
+            ring_in = ring_out
 
 
 def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, config: PersistentConfig, precision: str):
@@ -295,7 +318,7 @@ def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, confi
     gates = empty_output((D, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        w_hh, b_hn, sync,  # no layers above: W_ih, its bias and the dropout masks are never read
+        w_hh, b_hn, sync, sync,  # no layers above: W_ih, its bias, the dropout masks and progress are never read
         T, B, H, slots, 2, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
@@ -318,23 +341,24 @@ def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: b
     config.validate(H, B, dtype, directions=1)
     if not config.resident:
         raise ValueError("a stack in one launch needs resident weights (each program polls all its chunks at once)")
-    if dtype.itemsize == 2 and T >= 0xFFFF:
-        raise ValueError(f"a stack of 16-bit states tags each step in 16 bits: T must stay below 65535, got {T}")
+    slots = ring_slots(T + 1)
+    if not ring_tags_unambiguous(slots, dtype):
+        raise ValueError(f"a stack of 16-bit states keeping {slots} steps of each layer tags them in 16 bits: "
+                         f"at most 65535 steps, got T = {T}")
     sync = new_sync_word(device)
-    slots = T + 1 if save else 2
-    hbuf = empty_output((L, slots, B, H), dtype, device)
+    hbuf = empty_output((L, T + 1 if save else 2, B, H), dtype, device)
     hbuf[:, 0].copy_(h0)
-    # Every layer's whole history of tagged states: a layer may run many steps ahead of the one
-    # above, so no slot is ever reused. Zeros are tag 0, which only h0's slot carries.
-    xbuf = torch.zeros((L, T + 1, B, H), dtype=word_dtype(dtype), device=device)
+    # Each layer's ring of tagged states. Zeros are tag 0, which only h0's slot carries.
+    xbuf = torch.zeros((L, slots, B, H), dtype=word_dtype(dtype), device=device)
     xbuf[:, 0].copy_(pack_initial(h0, dtype))
+    progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device)
     state = accumulator_state(h0)
     y = empty_output((L if save else 1, T, B, H), dtype, device)
     gates = empty_output((L, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        w_ih, b_ih, masks if masks is not None else sync,
-        T, B, H, slots, T + 1, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
+        w_ih, b_ih, masks if masks is not None else sync, progress,
+        T, B, H, hbuf.shape[1], slots, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=False, use_lengths=lengths is not None, precision=precision

@@ -76,6 +76,27 @@ def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launche
     assert launches == backward_launches == [(True, layers * config.num_programs)], "one launch each way"
 
 
+@pytest.mark.parametrize("slots", [2, 3], ids=["ring2", "ring3"])
+def test_rings_shorter_than_the_sequence_make_the_layer_below_wait(slots, monkeypatch, patient_waits):
+    """Each layer's ring of 2 or 3 slots over 9 steps, two slices a layer, every program in its own
+    thread: the layer that writes a ring (below in the forward, above in the backward) runs
+    ahead until it would overwrite a step the reading layer has not taken, and waits there. A
+    writer that did not wait would overwrite words before they were read: a stall or a wrong
+    result."""
+    rings = []
+    for module, name in ((forward_module, "p_xbuf"), (backward_module, "p_gxbuf")):
+        monkeypatch.setattr(module, "ring_slots", lambda steps: min(steps, slots))
+        launch_persistent = module.launch_persistent
+
+        def record(launch, launch_persistent=launch_persistent, name=name):
+            rings.append(tuple(launch.arg(name).shape[:2]))
+            return launch_persistent(launch)
+
+        monkeypatch.setattr(module, "launch_persistent", record)
+    check_kernels_against_float64(3, 24, 4, 9, torch.float32, 2e-5, seed=7, concurrent=True, config=_sliced(24, 4))
+    assert rings == [(3, slots), (3, slots)], "one launch each way, on rings"
+
+
 @pytest.mark.parametrize("layers", [4, 6])
 def test_sequential_interpreter_runs_the_stack_in_layer_order(layers, launches, backward_launches):
     """The plain interpreter runs programs one after another: each layer's whole history is kept,

@@ -173,8 +173,8 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
         lengths = lengths.to(device=x.device, dtype=torch.int32)
     save = _needs_grad([input, hx, *params])
     masks = _dropout_masks(x, num_layers, num_dirs * H, dropout, training)
-    if not bidirectional and (x.dtype.itemsize > 2 or T < 0xFFFF):
-        if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device) is not None:
+    if not bidirectional:
+        if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device, seq_len=T) is not None:
             try:
                 output, h_n = _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save)
                 return (output.transpose(0, 1) if batch_first else output), h_n
