@@ -95,3 +95,27 @@ def test_stack_report_models_one_launch_beside_one_per_layer():
             totals[name] = float(line.split(":")[-1].split("ms")[0])
     assert set(totals) == {"one launch", "per layer"}, result.stdout
     assert "MODEL figures" in result.stdout and totals["one launch"] < totals["per layer"]
+
+
+def test_stack_search_writes_the_slice_width_the_planner_takes(tmp_path):
+    """``--search PLAN --layers 2``: for bf16 H=256, B=1 both passes, every slice width that fits
+    is priced, the cheapest call (or one launch per layer) recorded, and the planner reads it."""
+    plan = tmp_path / "sm90.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tritongru", "cost-report", "--search", str(plan), "--layers", "2", "--hidden", "256",
+         "--batch", "1", "--dtype", "bf16", "--seq-len", "64"], env=COMPILER_ENV, capture_output=True, text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    stacks = json.loads(plan.read_text())["stacks"]
+    assert sorted(stacks) == ["2B/inference/l2/h256/b1", "2B/training/l2/h256/b1"]
+    for key, entry in stacks.items():
+        calls = [c["modelled_call_us"] for c in entry["ranked"]]
+        assert calls == sorted(calls) and len(calls) >= 2, key
+        best = entry["ranked"][0]
+        if entry["block_h"]:
+            assert entry["block_h"] == best["block_h"] and best["modelled_call_us"] < entry["layer_by_layer_us"]
+        else:
+            assert entry["layer_by_layer_us"] <= best["modelled_call_us"]
+    document = dispatch.parse_plan(plan.read_text(), str(plan))
+    assert "model figures" in document["stacks_made_by"]

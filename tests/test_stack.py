@@ -174,3 +174,55 @@ def test_bidirectional_stacks_run_layer_by_layer(launches):
     with torch.no_grad():
         model(torch.randn(3, 2, 3))
     assert launches and not any(stacked for stacked, _ in launches)
+
+
+# A stack section of a plan table: 4 layers at H=512, 32-unit slices for a batch of 16; one launch
+# per layer for 2 layers in training.
+STACKS = {
+    "2B/inference/l4/h512/b16": {"block_h": 32, "modelled_call_us": 3220.0, "layer_by_layer_us": 5670.0, "ranked": []},
+    "2B/inference/l4/h512/b1": {"block_h": 16, "modelled_call_us": 1730.0, "layer_by_layer_us": 4330.0, "ranked": []},
+    "2B/training/l2/h512/b16": {"block_h": 0, "modelled_call_us": 7700.0, "layer_by_layer_us": 7700.0, "ranked": []},
+}
+
+
+@pytest.fixture
+def stack_table(monkeypatch):
+    """The planner of a GPU (sm_90) whose plan table holds :data:`STACKS`."""
+    shipped = dispatch.plan_document(90)
+    monkeypatch.setattr(dispatch, "plan_document", lambda arch: {**shipped, "stacks": STACKS} if arch == 90 else {})
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    monkeypatch.setattr(dispatch, "limits_of", lambda device: H200)
+    monkeypatch.setattr(dispatch, "_fitted", {})
+    dispatch.heuristic_config.cache_clear()
+    yield
+    dispatch.heuristic_config.cache_clear()
+
+
+def test_the_plan_tables_slice_width_of_the_nearest_covered_stack(stack_table):
+    """Hidden sizes up to the covered one, more layers than covered, and larger batches take the
+    nearest entry; a shape below every covered one keeps the planner's own width."""
+    for hidden, batch, layers in ((512, 16, 4), (384, 16, 4), (512, 64, 5)):
+        config = heuristic_config(Problem(hidden, batch, torch.bfloat16, False, layers=layers), H200)
+        assert config.block_h == 32 and layers * config.num_programs <= H200.sms, (hidden, batch, layers)
+    assert heuristic_config(Problem(512, 1, torch.bfloat16, False, layers=4), H200).block_h == 16
+    assert dispatch.planned_stack(Problem(512, 16, torch.bfloat16, False, layers=3), 90) is None, "no entry <= 3 layers"
+    assert dispatch.planned_stack(Problem(1024, 16, torch.bfloat16, False, layers=4), 90) is None, "none >= H"
+    assert dispatch.planned_stack(Problem(512, 16, torch.float32, False, layers=4), 90) is None, "another dtype size"
+
+
+def test_a_width_narrower_than_the_sms_allow_is_not_taken(stack_table):
+    """6 layers of H=512 leave 22 SMs a layer: 16-unit slices (32 programs) would not be co-resident."""
+    STACKS["2B/inference/l6/h512/b1"] = {"block_h": 16, "modelled_call_us": 0.0, "layer_by_layer_us": 0.0, "ranked": []}
+    try:
+        config = heuristic_config(Problem(512, 1, torch.bfloat16, False, layers=6), H200)
+    finally:
+        del STACKS["2B/inference/l6/h512/b1"]
+    assert config.block_h == 32 and 6 * config.num_programs <= H200.sms
+
+
+def test_where_the_model_ranks_one_launch_per_layer_cheaper_the_stack_is_not_planned(stack_table):
+    cuda = torch.device("cuda", 0)
+    assert dispatch.plan_stack(512, 16, torch.bfloat16, True, 2, cuda) is None
+    assert dispatch.plan_stack(512, 16, torch.bfloat16, False, 4, cuda).forward.block_h == 32
+    with force_config(_sliced(512, 16)):  # a forced configuration is what runs
+        assert dispatch.plan_stack(512, 16, torch.bfloat16, True, 2, cuda) is not None

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import triton
 
-from .dispatch import PlanError, Problem, first_fitting, plan_ahead, smaller_plans
+from .dispatch import PlanError, Problem, first_fitting, heuristic_config, plan_ahead, smaller_plans
 from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
 from .kernels.gru_backward import backward_launch, stack_backward_launch
 from .kernels.gru_forward import forward_launch, stack_forward_launch
@@ -260,12 +260,13 @@ def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_na
 
 
 def fitted_stack_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str = "h200",
-                        seq_len: int = SEQ_LEN) -> Launch | None:
+                        seq_len: int = SEQ_LEN, slice_width: int | None = None) -> Launch | None:
     """The one launch of ``kind`` running every layer of a unidirectional stack that the op takes
     on ``gpu_name`` (:func:`fitted_launch`'s choice among plans that keep the weights on chip), or
-    None where it keeps the stack layer by layer: no resident plan co-resides or fits."""
+    None where it keeps the stack layer by layer: no resident plan co-resides or fits.
+    ``slice_width`` overrides the plan table's (what the table's search compares)."""
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf", layers=layers)
-    planned = plan_ahead(problem, known_gpu(gpu_name).limits).config(kind == "bwd")
+    planned = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", slice_width=slice_width)
     if not planned.resident or layers * planned.num_programs > known_gpu(gpu_name).limits.sms:
         return None
     launch, refused = _fitted(kind, problem, planned, gpu_name, lambda config: planned_stack_launch(

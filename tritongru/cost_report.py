@@ -25,7 +25,9 @@ import triton
 from . import compile_report
 from .compiled_step import count_step, dot_layouts, parse_sass
 from .cost_model import CallShape, call_cost, critical_round_trips, stack_call_cost, step_cost
-from .dispatch import KINDS, PLAN_FORMAT, Problem, Tiles, batch_class, heuristic_config, longest_chunk, plan_key
+from .dispatch import (
+    KINDS, PLAN_FORMAT, Problem, Tiles, batch_class, heuristic_config, longest_chunk, plan_key, stack_key,
+)
 from .hardware import GPUS, known_gpu
 from .hardware import gpu as gpu_named
 from .kernels.launch import Launch
@@ -163,30 +165,35 @@ def stack_rows(hidden: int, batch: int, dtype: torch.dtype, layers: int, seq_len
     one launch (where its plan keeps the weights on chip at one program per SM) and one launch per
     layer."""
     shape = CallShape(seq_len, batch, hidden, hidden, layers=layers, element_bytes=4 if dtype == torch.float32 else 2)
-    gpu, name = gpu_named(gpu_name), compile_report._TRITON_TYPE[dtype]
     rows = []
     for mode in ("inference", "fwd_bwd"):
         stacked = stack_row("stack, all layers in one launch", shape, dtype, gpu_name, mode=mode)
         if stacked is not None:
             rows.append(stacked)
-        forward = _planned_step("fwd-inf" if mode == "inference" else "fwd", hidden, batch, dtype, gpu_name, 1)
-        backward = _planned_step("bwd", hidden, batch, dtype, gpu_name, 1) if mode == "fwd_bwd" else None
-        rows.append(_call_row("stack, one launch per layer", name, mode, shape, forward + (backward or 0.0),
-                              call_cost(shape, forward, gpu, backward_step_us=backward)))
+        rows.append(layer_by_layer_row(shape, dtype, gpu_name, mode))
     return rows
 
 
+def layer_by_layer_row(shape: CallShape, dtype: torch.dtype, gpu_name: str, mode: str) -> CallRow:
+    """The call of ``shape``'s stack one launch per layer and pass (``mode`` as :func:`stack_row`)."""
+    forward = _planned_step("fwd-inf" if mode == "inference" else "fwd", shape.hidden, shape.batch, dtype, gpu_name, 1)
+    backward = _planned_step("bwd", shape.hidden, shape.batch, dtype, gpu_name, 1) if mode == "fwd_bwd" else None
+    return _call_row("stack, one launch per layer", compile_report._TRITON_TYPE[dtype], mode, shape,
+                     forward + (backward or 0.0), call_cost(shape, forward, gpu_named(gpu_name), backward_step_us=backward))
+
+
 def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, baseline: str = "",
-              mode: str = "inference") -> CallRow | None:
+              mode: str = "inference", slice_width: int | None = None) -> CallRow | None:
     """The call of ``shape``'s stack in one launch each way (``mode``: ``inference`` or
-    ``fwd_bwd``), or None where the planner keeps it layer by layer: its weights do not stay on
-    chip at one program per SM, or a compiled kernel does not fit."""
+    ``fwd_bwd``; slices as wide as the plan table says, or ``slice_width``), or None where no such
+    launch runs: its weights do not stay on chip at one program per SM, or a compiled kernel does
+    not fit."""
     limits = known_gpu(gpu_name).limits
     kinds = ("fwd-inf",) if mode == "inference" else ("fwd", "bwd")
     steps = []
     for kind in kinds:
         launch = compile_report.fitted_stack_launch(kind, shape.hidden, shape.batch, dtype, shape.layers, gpu_name,
-                                                    seq_len=shape.seq_len)
+                                                    seq_len=shape.seq_len, slice_width=slice_width)
         if launch is None:
             return None
         row = cost_row(f"stack-{kind}", launch, gpu_name)
@@ -334,10 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
     parser.add_argument("--layers", type=int, default=1,
                         help="model a unidirectional stack of this many layers instead: the call as the plan runs it "
-                             "(all layers in one launch where it fits) beside one launch per layer")
+                             "(all layers in one launch where it fits) beside one launch per layer; with --search, "
+                             "choose its slice width (or one launch per layer) per shape")
     parser.add_argument("--seq-len", type=int, default=1024, help="with --layers: the sequence length (default 1024)")
     args = parser.parse_args(argv)
     shapes = compile_report.shapes_from(args)
+    if args.search and args.layers > 1:
+        search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
+                      shapes.get("dtypes", (torch.bfloat16, torch.float32)), args.gpu, args.search, args.seq_len)
+        return 0
     if args.layers > 1:
         calls = [row for dtype in shapes.get("dtypes", (torch.bfloat16, torch.float32))
                  for H in shapes.get("hidden", (256, 512, 1024)) for B in shapes.get("batch", (1, 16, 64))
@@ -447,6 +459,53 @@ def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -
                 modelled.append(found)
                 log(f"  {kind:<8} h{hidden} b{batch} {found[1].config:<48} {found[1].step_us:6.2f} us ({found[1].bound})")
     return modelled
+
+
+# The slice widths a stack's search compares (wider ones leave too few programs a layer to pay).
+STACK_WIDTHS = (16, 32, 64)
+
+
+def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path, seq_len: int = 1024,
+                  log=print) -> dict:
+    """For every stack of ``layers`` layers over the shape grid, inference and training, the slice
+    width whose call in one launch the model ranks cheapest, or 0 where one launch per layer is
+    cheaper, merged into the table at ``plan`` under ``"stacks"`` (what :func:`dispatch.planned_stack`
+    reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
+    document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
+    document.setdefault("stacks", {})
+    document["stacks_made_by"] = (f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
+                                  f"{gpu_name}, tritongru/cost_model.py)")
+    limits = known_gpu(gpu_name).limits
+    for dtype in dtypes:
+        for H in hidden:
+            for B in sorted({batch_class(b) for b in batch}):
+                for mode in ("inference", "fwd_bwd"):
+                    problem = Problem(H, B, dtype, mode != "inference", layers=layers)
+                    shape = CallShape(seq_len, B, H, H, layers=layers, element_bytes=dtype.itemsize)
+                    ranked = []
+                    for width in STACK_WIDTHS:
+                        config = heuristic_config(problem, limits, slice_width=width)
+                        if config.block_h != width or config.num_h_tiles(H) < 2:
+                            continue  # fewer SMs a layer than slices, or all of W_hh in one program
+                        row = stack_row("stack", shape, dtype, gpu_name, mode=mode, slice_width=width)
+                        if row is not None:
+                            ranked.append((row.total_us, width))
+                    if not ranked:
+                        continue
+                    layer_by_layer = layer_by_layer_row(shape, dtype, gpu_name, mode).total_us
+                    best_us, best = min(ranked)
+                    key = stack_key(dtype.itemsize, mode != "inference", layers, H, B)
+                    document["stacks"][key] = {
+                        "block_h": best if best_us < layer_by_layer else 0,
+                        "modelled_call_us": round(min(best_us, layer_by_layer), 1),
+                        "layer_by_layer_us": round(layer_by_layer, 1),
+                        "ranked": [{"block_h": w, "modelled_call_us": round(us, 1)} for us, w in sorted(ranked)],
+                    }
+                    plan.parent.mkdir(parents=True, exist_ok=True)
+                    plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+                    log(f"{key}: " + ", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
+                        + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
+    return document
 
 
 def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=print) -> dict:

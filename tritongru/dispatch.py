@@ -129,19 +129,35 @@ def plan_key(element_size: int, kind: str, hidden: int, batch: int) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def plan_table(arch: int) -> dict[str, dict[Tiles, float]]:
-    """The tiles the cost model ranked for ``sm_<arch>`` (``tritongru/plans/sm<arch>.json``,
-    written by ``python -m tritongru cost-report --search``; empty when none ships)."""
+def plan_document(arch: int) -> dict:
+    """``tritongru/plans/sm<arch>.json`` (written by ``python -m tritongru cost-report --search``),
+    checked; empty when none ships."""
     path = importlib.resources.files("tritongru") / "plans" / f"sm{arch}.json"
-    return read_plan(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else {}
+    return parse_plan(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else {}
 
 
-def read_plan(text: str, source: str) -> dict[str, dict[Tiles, float]]:
-    """A plan table's entries: per :func:`plan_key`, every candidate that fit with its modelled
-    step (microseconds, a model figure), cheapest first."""
+@functools.lru_cache(maxsize=None)
+def plan_table(arch: int) -> dict[str, dict[Tiles, float]]:
+    """The tiles the cost model ranked for ``sm_<arch>`` (:func:`plan_document`)."""
+    return plan_entries(plan_document(arch)) if plan_document(arch) else {}
+
+
+def parse_plan(text: str, source: str) -> dict:
+    """A plan table's document, refused unless it is one."""
     document = json.loads(text)
     if document.get("format") != PLAN_FORMAT:
         raise RuntimeError(f'{source} is not a tritongru plan table (expected "format": "{PLAN_FORMAT}")')
+    return document
+
+
+def read_plan(text: str, source: str) -> dict[str, dict[Tiles, float]]:
+    """The entries of the plan table ``text`` (:func:`plan_entries`)."""
+    return plan_entries(parse_plan(text, source))
+
+
+def plan_entries(document: dict) -> dict[str, dict[Tiles, float]]:
+    """A plan table's entries: per :func:`plan_key`, every candidate that fit with its modelled
+    step (microseconds, a model figure), cheapest first."""
     fields = {field.name for field in dataclasses.fields(Tiles)}
     return {
         key: {Tiles(**{k: v for k, v in c.items() if k in fields}): c["modelled_step_us"] for c in entry["ranked"]}
@@ -166,6 +182,30 @@ def planned_tiles(hidden: int, element_size: int, kind: str, batch: int, arch: i
     """The cheapest modelled tiles of ``sm_<arch>``'s plan table for this shape, else :func:`default_tiles`."""
     entry = _plan_entry(hidden, element_size, kind, batch, arch)
     return next(iter(entry)) if entry else default_tiles(hidden, element_size, kind)
+
+
+def stack_key(element_size: int, training: bool, layers: int, hidden: int, batch: int) -> str:
+    return f"{min(element_size, 4)}B/{'training' if training else 'inference'}/l{layers}/h{hidden}/b{batch_class(batch)}"
+
+
+def planned_stack(problem: Problem, arch: int) -> dict | None:
+    """The ``sm_<arch>`` plan table's choice for a stack's launch (``"stacks"``, written by
+    ``cost-report --search PLAN --layers L``): ``block_h``, the slice width whose call the model
+    ranked cheapest, 0 where one launch per layer was; for the nearest covered shape (the
+    smallest hidden size at least ``hidden``, the largest layer count at most ``layers``, the
+    batch's class or the nearest smaller one), None where it covers none."""
+    stacks = plan_document(arch).get("stacks", {})
+    size, mode = min(problem.dtype.itemsize, 4), "training" if problem.training else "inference"
+    covered = [key.split("/") for key in stacks if key.startswith(f"{size}B/{mode}/")]
+    layers = sorted({int(parts[2][1:]) for parts in covered if int(parts[2][1:]) <= problem.layers})
+    hidden = sorted({int(parts[3][1:]) for parts in covered if int(parts[3][1:]) >= problem.hidden})
+    if not layers or not hidden:
+        return None
+    for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(problem.batch)]):
+        entry = stacks.get(stack_key(size, problem.training, layers[-1], hidden[0], smaller))
+        if entry:
+            return entry
+    return None
 
 
 def modelled_step_us(problem: Problem, config: PersistentConfig, limits: DeviceLimits = H200) -> float | None:
@@ -217,6 +257,7 @@ def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
 @functools.lru_cache(maxsize=1024)
 def heuristic_config(
     problem: Problem, limits: DeviceLimits, backward: bool = False, exchange: str | None = None, tiles: Tiles | None = None,
+    slice_width: int | None = None,
 ) -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
@@ -226,7 +267,8 @@ def heuristic_config(
     fits the budget and re-read every step when it does not. Within a program, ``tiles`` (default:
     the plan table's, chosen by modelled cost, :func:`planned_tiles`) give the warps, how they
     split the product, the reduction chunk, the batch tile and how resident slices hand on their
-    state (``exchange`` overrides it).
+    state (``exchange`` overrides it). A stack's slices are as wide as the plan table's choice
+    (:func:`planned_stack`) or ``slice_width``, where that leaves each layer its share of the SMs.
     """
     H, B = problem.hidden, problem.batch
     kind = kind_of(problem.training, backward)
@@ -252,6 +294,9 @@ def heuristic_config(
     # Slices sized for one direction on all SMs, whatever the directions: the compile-checked
     # tiles; a stack's layers share the SMs.
     block_h = max(16, triton.next_power_of_2(triton.cdiv(H, sms * (1 if stacked else problem.directions))))
+    if stacked:
+        chosen = planned_stack(problem, limits.arch) if slice_width is None else {"block_h": slice_width}
+        block_h = max(block_h, (chosen or {}).get("block_h", 0))
     if capped or stacked:  # a stack runs one program per SM too
         common["max_registers"] = 255
     if stacked and (problem.training or block_h >= 32):
@@ -485,13 +530,18 @@ def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, laye
     """The plan of one launch running every layer of a unidirectional stack, or None where it does
     not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
     a value and its tag), a stack whose weights (W_ih and W_hh) do not stay on chip with one
-    program per SM, or one of 16-bit states whose rings of ``seq_len`` steps would wrap their
-    16-bit tags (only under the interpreter, whose rings keep every step)."""
+    program per SM, one of 16-bit states whose rings of ``seq_len`` steps would wrap their 16-bit
+    tags (only under the interpreter, whose rings keep every step), or a shape where the plan
+    table's model ranked one launch per layer cheaper (:func:`planned_stack`)."""
     if layers < 2 or dtype.itemsize > 4 or _separate_layers:
         return None
     if seq_len is not None and not ring_tags_unambiguous(ring_slots(seq_len + 1), dtype):
         return None
-    plan = plan_launch(Problem(hidden, batch, dtype, training, layers=layers), device)
+    problem = Problem(hidden, batch, dtype, training, layers=layers)
+    chosen = None if INTERPRET or _forced else planned_stack(problem, limits_of(device).arch)
+    if chosen is not None and chosen["block_h"] == 0:
+        return None  # the model ranked one launch per layer cheaper
+    plan = plan_launch(problem, device)
     if not plan.forward.resident:
         return None
     if not INTERPRET and layers * plan.forward.num_programs > limits_of(device).sms:
