@@ -279,3 +279,25 @@ def test_stack_in_one_launch_matches_float64(dtype, H, B, layers, monkeypatch):
     tolerance = TOLERANCE[dtype]
     assert out_err < tolerance and h_err < tolerance, (out_err, h_err)
     assert max(grad_errs) < tolerance, grad_errs
+
+
+def test_launched_kernels_keep_resident_weights_spill_free(monkeypatch):
+    """The plans that run keep their resident weights in registers and shared memory: where a
+    planned kernel spills (task 39's training forward on sm_90), another register setting or warp
+    split of the same work split runs instead, found before the first launch."""
+    from tritongru.kernels import launch as launch_module
+
+    backward_module = importlib.import_module("tritongru.kernels.gru_backward")
+    launched = []
+    for module in (forward_module, backward_module):
+        run = module.launch_persistent
+        monkeypatch.setattr(module, "launch_persistent", lambda launch, run=run: (launched.append(launch), run(launch))[1])
+    _against_reference(256, 10, 16, torch.float32, layers=6)
+    _against_reference(1024, 16, 16, torch.bfloat16)
+    assert launched
+    for launch in launched:
+        options = launch.config.compile_options()
+        if launch.synchronised:
+            options["launch_cooperative_grid"] = True
+        _, _, spilled = launch_module.compiled_resources(launch, options, launch.arg("p_sync").device)
+        assert not (launch.config.resident and spilled), f"{launch.describe()} {launch.config.label()} spills {spilled} B"

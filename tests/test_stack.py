@@ -181,7 +181,8 @@ def test_bidirectional_stacks_run_layer_by_layer(launches):
 STACKS = {
     "2B/inference/l4/h512/b16": {"block_h": 32, "modelled_call_us": 3220.0, "layer_by_layer_us": 5670.0, "ranked": []},
     "2B/inference/l4/h512/b1": {"block_h": 16, "modelled_call_us": 1730.0, "layer_by_layer_us": 4330.0, "ranked": []},
-    "2B/training/l2/h512/b16": {"block_h": 0, "modelled_call_us": 7700.0, "layer_by_layer_us": 7700.0, "ranked": []},
+    "2B/training/l2/h512/b16": {"block_h": 0, "modelled_call_us": 7700.0, "layer_by_layer_us": 7700.0,
+                                "ranked": [{"block_h": 32, "modelled_call_us": 7990.0}]},
 }
 
 
@@ -223,6 +224,8 @@ def test_a_width_narrower_than_the_sms_allow_is_not_taken(stack_table):
 def test_where_the_model_ranks_one_launch_per_layer_cheaper_the_stack_is_not_planned(stack_table):
     cuda = torch.device("cuda", 0)
     assert dispatch.plan_stack(512, 16, torch.bfloat16, True, 2, cuda) is None
+    # Three layers gain more from one launch than the two the table covers: its cheapest width.
+    assert dispatch.plan_stack(512, 16, torch.bfloat16, True, 3, cuda).forward.block_h == 32
     assert dispatch.plan_stack(512, 16, torch.bfloat16, False, 4, cuda).forward.block_h == 32
     with force_config(_sliced(512, 16)):  # a forced configuration is what runs
         assert dispatch.plan_stack(512, 16, torch.bfloat16, True, 2, cuda) is not None
