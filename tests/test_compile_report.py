@@ -196,3 +196,15 @@ def test_unsplit_product_is_still_a_valid_configuration():
     PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=4, num_warps=8).validate(64, 16)
     with pytest.raises(ValueError, match=r"block_k / split_k .* must be >= 16 \(tl.dot\), got 64 / 8"):
         PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=4, num_warps=8, split_k=8).validate(64, 16)
+
+
+def test_a_stack_in_one_launch_compiles_for_other_architectures():
+    """``--layers 2``, bf16 H=256, B=16: both weight matrices of both layers stay on chip on an A10
+    (99 KiB a block) and on a B200, and each pass compiles as one co-resident, spill-free launch."""
+    result = subprocess.run([sys.executable, "-m", "tritongru", "compile-report", "--gpu", "a10", "b200", "--layers", "2",
+                             "--hidden", "256", "--batch", "16", "--dtype", "bf16"], env=COMPILER_ENV,
+                            capture_output=True, text=True, timeout=900)
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("stack-")]
+    assert [line[0] for line in lines] == ["stack-fwd-inf", "stack-fwd", "stack-bwd"] * 2, result.stdout + result.stderr
+    assert all(line[-1] == "ok" and line[11] == "True" for line in lines), result.stdout
+    assert result.returncode == 0 and result.stdout.count("3 planned launches, 0 with problems") == 2

@@ -260,18 +260,20 @@ def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_na
 
 
 def fitted_stack_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str = "h200",
-                        seq_len: int = SEQ_LEN, slice_width: int | None = None) -> Launch | None:
+                        seq_len: int = SEQ_LEN, slice_width: int | None = None,
+                        ) -> tuple[Launch | None, tuple[str, ...]]:
     """The one launch of ``kind`` running every layer of a unidirectional stack that the op takes
-    on ``gpu_name`` (:func:`fitted_launch`'s choice among plans that keep the weights on chip), or
-    None where it keeps the stack layer by layer: no resident plan co-resides or fits.
-    ``slice_width`` overrides the plan table's (what the table's search compares)."""
+    on ``gpu_name`` (:func:`fitted_launch`'s choice among plans that keep the weights on chip),
+    with the plans refused on the way; None where it keeps the stack layer by layer: no resident
+    plan co-resides or fits. ``slice_width`` overrides the plan table's (what the table's search
+    compares)."""
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf", layers=layers)
     planned = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", slice_width=slice_width)
     if not planned.resident or layers * planned.num_programs > known_gpu(gpu_name).limits.sms:
-        return None
+        return None, ()
     launch, refused = _fitted(kind, problem, planned, gpu_name, lambda config: planned_stack_launch(
         kind, config, hidden, batch, dtype, layers, seq_len=seq_len), resident_only=True)
-    return launch if refused is not None else None
+    return (launch, refused) if refused is not None else (None, ())
 
 
 def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: str, build, resident_only: bool = False):
@@ -299,11 +301,16 @@ def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: st
     return launch, tuple(error.short() for error in refused)
 
 
-def variants(hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200", exchange: str | None = None):
+def variants(hidden: int, batch: int, dtype: torch.dtype, gpu_name: str = "h200", exchange: str | None = None,
+             layers: int = 1):
     """``(kind, launch, refused)`` for each launch the dispatcher runs for a shape on ``gpu_name``
-    (:func:`fitted_launch`)."""
+    (:func:`fitted_launch`), or with ``layers`` for each launch running every layer of that stack
+    (:func:`fitted_stack_launch`; ``launch`` None where the stack runs layer by layer)."""
     for kind in KINDS:
-        yield kind, *fitted_launch(kind, hidden, batch, dtype, gpu_name, exchange)
+        if layers > 1:
+            yield f"stack-{kind}", *fitted_stack_launch(kind, hidden, batch, dtype, layers, gpu_name)
+        else:
+            yield kind, *fitted_launch(kind, hidden, batch, dtype, gpu_name, exchange)
 
 
 def kind_name(kind: str, launch: Launch) -> str:
@@ -311,8 +318,9 @@ def kind_name(kind: str, launch: Launch) -> str:
 
 
 def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", exchange: str | None = None,
-           out=sys.stdout) -> list[Row]:
-    """Compile every variant planned for ``gpu_name`` over the shape grid, one table row each."""
+           out=sys.stdout, layers: int = 1) -> list[Row]:
+    """Compile every variant planned for ``gpu_name`` over the shape grid (of one layer, or with
+    ``layers`` of a stack in one launch), one table row each."""
     known = known_gpu(gpu_name)
     limits = known.limits
     print(f"# {known.name}: {limits.describe()} ({known.limits_source()})", file=out)
@@ -322,13 +330,18 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", ex
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
-                for kind, launch, refused in variants(H, B, dtype, gpu_name, exchange):
+                for kind, launch, refused in variants(H, B, dtype, gpu_name, exchange, layers):
+                    if launch is None:
+                        print(f"{kind:<13} {_TRITON_TYPE[dtype]:<5} {H:>5} {B:>4}  runs layer by layer: no plan keeps "
+                              f"both weight matrices of {layers} layers on chip at one program per SM", file=out)
+                        continue
                     config = launch.config
                     compiled = compile_launch(launch, limits.arch)
                     per_sm = limits.programs_per_sm(compiled.regs, compiled.shared, config.num_warps)
                     row = Row(
-                        kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs, compiled.spill_bytes,
-                        compiled.shared, per_sm, launch.programs, config.resident, launch.synchronised, limits, refused,
+                        kind if layers > 1 else kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs,
+                        compiled.spill_bytes, compiled.shared, per_sm, launch.programs, config.resident,
+                        launch.synchronised, limits, refused,
                     )
                     rows.append(row)
                     tiles = f"{config.block_b}/{config.block_h}/{config.block_k}"
@@ -371,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--arch", type=int, help="every known GPU of this compute capability (e.g. 90, 89, 80)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="also write each GPU's report to DIR/compile-<gpu>/report.txt (e.g. perf/results)")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="the launches running every layer of a unidirectional stack of this many layers in one "
+                             "(written to report-l<L>.txt with --out)")
     shape_options(parser)
     args = parser.parse_args(argv)
     try:
@@ -382,13 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for gpu_name in gpus:
         text = io.StringIO()
-        rows = report(gpu_name=gpu_name, exchange=args.exchange, out=_Tee(text), **shapes_from(args))
+        rows = report(gpu_name=gpu_name, exchange=args.exchange, out=_Tee(text), layers=args.layers,
+                      **shapes_from(args))
         problems = [row for row in rows if row.problems]
         summary = f"{len(rows)} planned launches, {len(problems)} with problems"
         print(f"\n{summary}\n", flush=True)
         failed += bool(problems)
         if args.out:
-            path = args.out / f"compile-{gpu_name}" / "report.txt"
+            name = "report.txt" if args.layers == 1 else f"report-l{args.layers}.txt"
+            path = args.out / f"compile-{gpu_name}" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(provenance[gpu_name] + text.getvalue() + f"\n{summary}\n", encoding="utf-8")
             print(f"wrote {path}\n")

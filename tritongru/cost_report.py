@@ -192,8 +192,8 @@ def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, ba
     kinds = ("fwd-inf",) if mode == "inference" else ("fwd", "bwd")
     steps = []
     for kind in kinds:
-        launch = compile_report.fitted_stack_launch(kind, shape.hidden, shape.batch, dtype, shape.layers, gpu_name,
-                                                    seq_len=shape.seq_len, slice_width=slice_width)
+        launch, _ = compile_report.fitted_stack_launch(kind, shape.hidden, shape.batch, dtype, shape.layers, gpu_name,
+                                                       seq_len=shape.seq_len, slice_width=slice_width)
         if launch is None:
             return None
         row = cost_row(f"stack-{kind}", launch, gpu_name)
