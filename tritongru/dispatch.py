@@ -191,23 +191,21 @@ def stack_key(element_size: int, training: bool, layers: int, hidden: int, batch
 def planned_stack(problem: Problem, arch: int) -> dict | None:
     """The ``sm_<arch>`` plan table's choice for a stack's launch (``"stacks"``, written by
     ``cost-report --search PLAN --layers L``): ``block_h``, the slice width whose call the model
-    ranked cheapest, 0 where one launch per layer was (at that layer count: more layers take the
-    cheapest width); for the nearest covered shape (the smallest hidden size at least ``hidden``,
-    the largest layer count at most ``layers``, the batch's class or the nearest smaller one),
-    None where it covers none."""
+    ranked cheapest, 0 where one launch per layer was; for the nearest covered shape (the nearest
+    layer count, the larger of two; the smallest hidden size at least ``hidden``; the batch's
+    class or the nearest smaller one), None where it covers none. Neither verdict follows the
+    layer count alone: one launch gains with more layers at B=16, and not at B=64, where every
+    program's exchange grows with the layers (model figures, ``perf/NOTES.md``)."""
     stacks = plan_document(arch).get("stacks", {})
     size, mode = min(problem.dtype.itemsize, 4), "training" if problem.training else "inference"
     covered = [key.split("/") for key in stacks if key.startswith(f"{size}B/{mode}/")]
-    layers = sorted({int(parts[2][1:]) for parts in covered if int(parts[2][1:]) <= problem.layers})
+    counts = {int(parts[2][1:]) for parts in covered}
     hidden = sorted({int(parts[3][1:]) for parts in covered if int(parts[3][1:]) >= problem.hidden})
-    if not layers or not hidden:
+    if not counts or not hidden:
         return None
+    layers = min(counts, key=lambda count: (abs(count - problem.layers), -count))
     for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(problem.batch)]):
-        entry = stacks.get(stack_key(size, problem.training, layers[-1], hidden[0], smaller))
-        if entry and entry["block_h"] == 0 and layers[-1] < problem.layers:
-            # One launch per layer was cheaper for fewer layers; more gain more from one launch
-            # (T + L - 1 steps against L x T): the width it ranked cheapest.
-            return {**entry, "block_h": entry["ranked"][0]["block_h"]}
+        entry = stacks.get(stack_key(size, problem.training, layers, hidden[0], smaller))
         if entry:
             return entry
     return None
