@@ -81,6 +81,15 @@ def ring_tags_unambiguous(slots: int, dtype: torch.dtype) -> bool:
     return dtype.itemsize > 2 or slots <= 0xFFFF
 
 
+def checked_ring_slots(steps: int, dtype: torch.dtype) -> int:
+    """:func:`ring_slots` for a launch, refused where its tags would be ambiguous."""
+    slots = ring_slots(steps)
+    if not ring_tags_unambiguous(slots, dtype):
+        raise ValueError(f"a stack's ring of {slots} steps of {dtype} words tags them in 16 bits: at most 65535 "
+                         f"steps, got {steps}")
+    return slots
+
+
 def progress_counters(layers: int, slices: int, programs: int, steps: int, device: torch.device) -> torch.Tensor:
     """The int32 counters of a stack's launch, per layer and group of rows (``programs`` a layer,
     ``slices`` hidden slices each): each counts ``steps x slices`` at most."""
@@ -169,6 +178,19 @@ def publish_tagged(p_x, words, mask):
     single-copy atomicity and eventual visibility only between strong accesses, and the readers'
     polls are volatile (strong) loads."""
     tl.atomic_xchg(p_x, words, mask=mask, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def next_slot(slot, slots):
+    """The ring's slot after ``slot``, ``(slot + 1) % slots`` without a division."""
+    return tl.where(slot + 1 == slots, 0, slot + 1)
+
+
+@triton.jit
+def progress_counter(p_progress, layer, num_programs, pid, slices):
+    """The counter of ``layer``'s group of rows that program ``pid`` belongs to: each group is
+    ``slices`` consecutive programs, the hidden slices of the same batch tiles."""
+    return p_progress + layer * (num_programs // slices) + pid // slices
 
 
 @triton.jit

@@ -28,8 +28,8 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    pack_tagged, progress_counters, publish_tagged, report_progress, ring_slots, ring_tags_unambiguous, step_tag,
-    unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
+    checked_ring_slots, next_slot, pack_tagged, progress_counter, progress_counters, publish_tagged, report_progress,
+    step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
 )
 from .settings import barrier_timeout_us
 from .launch import (
@@ -112,11 +112,10 @@ def gru_bwd_persistent_kernel(
         # A layer's ring is read by the layer below: before overwriting a slot, a layer waits until
         # the programs below of the same rows are done with it (kernels/exchange.py).
         slices = tl.cdiv(H, BLOCK_H)
-        groups = num_programs // slices
-        p_count_own = p_progress + direction * groups + pid // slices
-        p_count_below = p_progress + tl.maximum(direction - 1, 0) * groups + pid // slices
+        p_count_own = progress_counter(p_progress, direction, num_programs, pid, slices)
+        p_count_below = progress_counter(p_progress, tl.maximum(direction - 1, 0), num_programs, pid, slices)
         seen_below = tl.zeros((), tl.int32)
-        ring = tl.zeros((), tl.int32)  # this reverse step's slot, rev_step % gx_slots, kept without a division
+        ring = tl.zeros((), tl.int32)  # this reverse step's slot
     else:
         col_dy = dir64 * H  # this direction's columns in a row of dy
         col_dgx = dir64 * 3 * H
@@ -257,7 +256,7 @@ def gru_bwd_persistent_kernel(
         if STACK:
             if direction < num_dirs - 1:  # done with the layer above's dgx of this step
                 report_progress(p_count_own)
-            ring = tl.where(ring + 1 == gx_slots, 0, ring + 1)
+            ring = next_slot(ring, gx_slots)
 
 
 def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
@@ -295,10 +294,7 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     if not config.resident:
         raise ValueError("a stack's backward in one launch needs resident weights")
     dtype, device = hs.dtype, hs.device
-    slots = ring_slots(T)
-    if not ring_tags_unambiguous(slots, dtype):
-        raise ValueError(f"a stack's backward keeping {slots} steps of 16-bit dgx per layer tags them in 16 bits: "
-                         f"at most 65535 steps, got T = {T}")
+    slots = checked_ring_slots(T, dtype)
     dgx = empty_output((L, T, B, 3 * H), dtype, device)
     dgh = empty_output((L, T, B, 3 * H), dtype, device)
     dstate = accumulator_state(dh_n)

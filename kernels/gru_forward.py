@@ -35,8 +35,8 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    pack_initial, pack_tagged, progress_counters, publish_tagged, report_progress, ring_slots, ring_tags_unambiguous,
-    step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
+    checked_ring_slots, next_slot, pack_initial, pack_tagged, progress_counter, progress_counters, publish_tagged,
+    report_progress, step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
 )
 from .launch import (
     Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
@@ -142,11 +142,10 @@ def gru_fwd_persistent_kernel(
         # slot, a layer waits until the programs above of the same rows are done with it
         # (kernels/exchange.py). They count their steps on one word per group of rows.
         slices = tl.cdiv(H, BLOCK_H)
-        groups = num_programs // slices
-        p_count_own = p_progress + direction * groups + pid // slices
-        p_count_above = p_progress + tl.minimum(direction + 1, num_dirs - 1) * groups + pid // slices
+        p_count_own = progress_counter(p_progress, direction, num_programs, pid, slices)
+        p_count_above = progress_counter(p_progress, tl.minimum(direction + 1, num_dirs - 1), num_programs, pid, slices)
         seen_above = tl.zeros((), tl.int32)
-        ring_in = tl.zeros((), tl.int32)  # the slot of h_step, step % xbuf_slots, kept without a division
+        ring_in = tl.zeros((), tl.int32)  # the slot of h_step
     else:
         col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
         col_y = dir64 * H
@@ -174,7 +173,7 @@ def gru_fwd_persistent_kernel(
         p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
         p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
         if STACK:  # the ring: slot t % xbuf_slots holds h_t
-            ring_out = tl.where(ring_in + 1 == xbuf_slots, 0, ring_in + 1)
+            ring_out = next_slot(ring_in, xbuf_slots)
             p_x_in = p_xbuf + tl.cast(ring_in, tl.int64) * B * H
             p_x_out = p_xbuf + tl.cast(ring_out, tl.int64) * B * H
             if direction < num_dirs - 1:
@@ -341,10 +340,7 @@ def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: b
     config.validate(H, B, dtype, directions=1)
     if not config.resident:
         raise ValueError("a stack in one launch needs resident weights (each program polls all its chunks at once)")
-    slots = ring_slots(T + 1)
-    if not ring_tags_unambiguous(slots, dtype):
-        raise ValueError(f"a stack of 16-bit states keeping {slots} steps of each layer tags them in 16 bits: "
-                         f"at most 65535 steps, got T = {T}")
+    slots = checked_ring_slots(T + 1, dtype)
     sync = new_sync_word(device)
     hbuf = empty_output((L, T + 1 if save else 2, B, H), dtype, device)
     hbuf[:, 0].copy_(h0)

@@ -16,7 +16,7 @@ import triton
 import tritongru
 from tritongru import dispatch, ops
 from tritongru.dispatch import Problem, force_config, heuristic_config
-from tritongru.kernels import PersistentConfig
+from tritongru.kernels import PersistentConfig, exchange
 from tritongru.kernels.limits import arch_limits
 
 from concurrent_interpreter import concurrent_programs
@@ -84,8 +84,8 @@ def test_rings_shorter_than_the_sequence_make_the_layer_below_wait(slots, monkey
     writer that did not wait would overwrite words before they were read: a stall or a wrong
     result."""
     rings = []
+    monkeypatch.setattr(exchange, "ring_slots", lambda steps: min(steps, slots))
     for module, name in ((forward_module, "p_xbuf"), (backward_module, "p_gxbuf")):
-        monkeypatch.setattr(module, "ring_slots", lambda steps: min(steps, slots))
         launch_persistent = module.launch_persistent
 
         def record(launch, launch_persistent=launch_persistent, name=name):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import itertools
 import os
 import re
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 import triton
 
-from .dispatch import PlanError, Problem, first_fitting, heuristic_config, plan_ahead, smaller_plans
+from .dispatch import PlanError, Problem, first_fitting, heuristic_config, plan_ahead
 from .hardware import KNOWN_GPUS, gpus_of_arch, known_gpu
 from .kernels.gru_backward import backward_launch, stack_backward_launch
 from .kernels.gru_forward import forward_launch, stack_forward_launch
@@ -293,9 +292,8 @@ def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: st
         check_fits(launch, compiled.shared, compiled.spill_bytes, limits.shared_per_block, known.name)
         return launch
 
-    candidates = itertools.chain((planned,), smaller_plans(problem, limits, kind == "bwd", planned))
     try:
-        _, launch, refused = first_fitting(problem, limits, kind == "bwd", candidates, attempt, known.name)
+        _, launch, refused = first_fitting(problem, limits, kind == "bwd", planned, attempt, known.name)
     except PlanError:
         return (tried[-1] if tried else None), None
     return launch, tuple(error.short() for error in refused)

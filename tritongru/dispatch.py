@@ -401,18 +401,17 @@ class PlanError(RuntimeError):
     """No plan of a recurrence fits the GPU it was asked to run on."""
 
 
-def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, candidates: Iterator[PersistentConfig],
-                  attempt: Callable[[PersistentConfig], T], where: str,
-                  refused: list[DoesNotFit] | None = None) -> tuple[PersistentConfig, T, list[DoesNotFit]]:
-    """``(config, attempt(config), refused)`` for the first of ``candidates`` whose compiled kernel
-    fits (``attempt`` raises :class:`DoesNotFit` before anything runs where it does not), with the
-    plans refused on the way. Resident weights that spill are refused while a remedy with the same
+def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config: PersistentConfig,
+                  attempt: Callable[[PersistentConfig], T], where: str) -> tuple[PersistentConfig, T, list[DoesNotFit]]:
+    """``(chosen, attempt(chosen), refused)`` for the first of ``config`` and its
+    :func:`smaller_plans` whose compiled kernel fits (``attempt`` raises :class:`DoesNotFit` before
+    anything runs where it does not), with the plans refused on the way. Resident weights that spill are refused while a remedy with the same
     work split compiles without (:func:`spill_remedies`); where none does, the spilling plan runs:
     a few spilled bytes cost less than the smaller plans' weights re-read from L2. What the op, the
     tuner's baseline and the compile report all choose by. Raises :class:`PlanError` where nothing
     fits ``where`` (a GPU's name)."""
-    refused = list(refused or [])
-    for candidate in candidates:
+    refused = []
+    for candidate in itertools.chain((config,), smaller_plans(problem, limits, backward, config)):
         try:
             with refusing_spills():
                 return candidate, attempt(candidate), refused
@@ -447,15 +446,13 @@ def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Cal
     timed against the others); only one that does not fit is replaced, and a forced one never."""
     problem, config = plan.problem, plan.config(backward)
     limits = limits_of(device)
-    candidates, refused = itertools.chain((config,), smaller_plans(problem, limits, backward, config)), []
     if plan.source != "planned" or _fitted.get((limits, problem, backward)) == config:
         try:
             return run(config)
         except DoesNotFit as error:
             if plan.source == "forced":
                 raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
-            candidates, refused = smaller_plans(problem, limits, backward, config), [error]
-    chosen, result, tried = first_fitting(problem, limits, backward, candidates, run, device_name(device), refused)
+    chosen, result, tried = first_fitting(problem, limits, backward, config, run, device_name(device))
     if tried:  # something was refused on the way (perhaps only the spills of the plan chosen)
         _fitted[(limits, problem, backward)] = chosen
     return result

@@ -19,7 +19,6 @@ co-resident and would hang. This tuner instead
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -35,7 +34,6 @@ from .dispatch import (
     first_fitting,
     heuristic_config,
     modelled_step_us,
-    smaller_plans,
     weight_budget,
 )
 from .kernels import gru_backward, gru_forward
@@ -273,8 +271,7 @@ def _untuned_run(problem: Problem, limits: DeviceLimits, inputs: dict, where: st
                 f"first run, so there is nothing to check candidates against: {str(error).splitlines()[0]}"
             ) from error
 
-    candidates = itertools.chain((planned,), smaller_plans(problem, limits, False, planned))
-    config, result, _ = first_fitting(problem, limits, False, candidates, attempt, where)
+    config, result, _ = first_fitting(problem, limits, False, planned, attempt, where)
     return config, result
 
 
