@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -473,6 +474,7 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
     reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
     document.setdefault("stacks", {})
+    document.update(_provenance())
     document["stacks_made_by"] = (f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
                                   f"{gpu_name}, tritongru/cost_model.py)")
     limits = known_gpu(gpu_name).limits
@@ -508,6 +510,12 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
     return document
 
 
+def _provenance() -> dict:
+    """What a plan table records of the code and day that made it."""
+    from .environment import source_commit
+    return {"commit": source_commit(), "date": datetime.date.today().isoformat()}
+
+
 def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=print) -> dict:
     """Search every plan entry of the shape grid and merge the choices into the table at ``plan``
     (entry by entry, so that a search cut short keeps what it found). Each entry records its
@@ -515,7 +523,7 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
     kinds = kinds or KINDS
 
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
-    document.update(arch=gpu_named(gpu_name).arch, model=gpu_name, triton=triton.__version__,
+    document.update(arch=gpu_named(gpu_name).arch, model=gpu_name, triton=triton.__version__, **_provenance(),
                     made_by="python -m tritongru cost-report --search (model figures, tritongru/cost_model.py)")
     for dtype in dtypes:
         for H in hidden:
