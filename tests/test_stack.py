@@ -195,8 +195,10 @@ def stack_table(monkeypatch):
     monkeypatch.setattr(dispatch, "limits_of", lambda device: H200)
     monkeypatch.setattr(dispatch, "_fitted", {})
     dispatch.heuristic_config.cache_clear()
+    dispatch.planned_stack.cache_clear()
     yield
     dispatch.heuristic_config.cache_clear()
+    dispatch.planned_stack.cache_clear()
 
 
 def test_the_plan_tables_slice_width_of_the_nearest_covered_stack(stack_table):

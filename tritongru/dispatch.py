@@ -188,6 +188,7 @@ def stack_key(element_size: int, training: bool, layers: int, hidden: int, batch
     return f"{min(element_size, 4)}B/{'training' if training else 'inference'}/l{layers}/h{hidden}/b{batch_class(batch)}"
 
 
+@functools.lru_cache(maxsize=None)  # every stacked call asks, and scanning the table's keys costs tens of us
 def planned_stack(problem: Problem, arch: int) -> dict | None:
     """The ``sm_<arch>`` plan table's choice for a stack's launch (``"stacks"``, written by
     ``cost-report --search PLAN --layers L``): ``block_h``, the slice width whose call the model

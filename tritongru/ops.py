@@ -25,7 +25,9 @@ def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run, 
     """``run(config)`` with the plan of this launch on ``gx``'s device (:func:`dispatch.plan_launch`,
     :func:`dispatch.run_planned`): ``w_hh``'s leading axis is the launch's directions, or with
     ``stack`` the layers it runs. A stack stays one launch only with its weights on chip: a smaller
-    plan that streams them raises :class:`PlanError` before anything runs."""
+    plan that streams them raises :class:`PlanError` before anything runs. An operator's schema
+    takes tensors and scalars, not a plan, so the op asks :func:`dispatch.plan_launch` for the plan
+    the caller decided by: the same problem gives the same plan (memoised, a few microseconds)."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
