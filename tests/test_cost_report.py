@@ -4,14 +4,21 @@ and the search that writes the plan table the planner reads."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
+import tritongru
 from tritongru import dispatch
+from tritongru.cost_report import table_gain
+from tritongru.hardware import known_gpu
+from tritongru.dispatch import H200
 
 COMPILER_ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 
@@ -73,6 +80,34 @@ def test_search_writes_a_plan_the_planner_reads(tmp_path):
         assert best.num_warps == best.split_k * best.split_n, "every warp has a part of its own"
     document = json.loads(plan.read_text())
     assert document["model"] == "h200" and "model figures" in document["made_by"]
+    assert document["commit"] and len(document["date"]) == 10, "a table records what made it"
+
+
+def test_a_tables_gain_is_the_default_tiles_step_over_the_chosen_one():
+    default = dispatch.default_tiles(256, 2, "fwd-inf")
+    chosen = dispatch.Tiles(num_warps=4, block_k=256, split_k=2, split_n=2)
+    problem = dispatch.Problem(256, 1, torch.bfloat16, False)
+    assert not dispatch.same_launch(dispatch.heuristic_config(problem, H200, tiles=chosen),
+                                    dispatch.heuristic_config(problem, H200, tiles=default))
+    ranked = [{**dataclasses.asdict(chosen), "modelled_step_us": 1.0}, {**dataclasses.asdict(default), "modelled_step_us": 2.5}]
+    document = {"format": dispatch.PLAN_FORMAT, "entries": {"2B/fwd-inf/h256/b1": {"ranked": ranked}}}
+    gain = table_gain(document, "h200")
+    assert (gain.compared, gain.median, gain.largest_key) == (1, 2.5, "2B/fwd-inf/h256/b1")
+
+
+@pytest.mark.parametrize("path", sorted((Path(tritongru.__file__).parent / "plans").glob("sm*.json")), ids=lambda p: p.stem)
+def test_every_shipped_plan_table_is_its_architectures(path):
+    """A table is read for the architecture its name gives: it must have been searched with the
+    figures of a GPU of that architecture, and rank every entry cheapest first."""
+    document = dispatch.parse_plan(path.read_text(), str(path))
+    arch = int(path.stem[2:])
+    assert document["arch"] == arch and known_gpu(document["model"]).arch == arch
+    for key, ranked in dispatch.plan_entries(document).items():
+        steps = list(ranked.values())
+        assert steps == sorted(steps), key
+    for key, entry in document.get("stacks", {}).items():
+        calls = [c["modelled_call_us"] for c in entry["ranked"]]
+        assert calls == sorted(calls) and entry["modelled_call_us"] == min(calls[0], entry["layer_by_layer_us"]), key
 
 
 def test_a_foreign_plan_is_refused():

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 import triton
 
-from . import compile_report
+from . import compile_report, dispatch
 from .compiled_step import count_step, dot_layouts, parse_sass
 from .cost_model import CallShape, call_cost, critical_round_trips, stack_call_cost, step_cost
 from .dispatch import (
-    KINDS, PLAN_FORMAT, Problem, Tiles, batch_class, heuristic_config, longest_chunk, plan_key, stack_key,
+    KINDS, PLAN_FORMAT, Problem, Tiles, batch_class, default_tiles, heuristic_config, longest_chunk, plan_entries,
+    plan_key, same_launch, stack_key,
 )
 from .hardware import GPUS, known_gpu
 from .hardware import gpu as gpu_named
@@ -340,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead, choose every plan entry's tiles by modelled cost and merge them into the table "
                              "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
+    parser.add_argument("--table-gain", type=Path, metavar="PLAN",
+                        help="instead, print how much the plan table PLAN's choices beat the default tiles, in the model "
+                             "of --gpu")
     parser.add_argument("--layers", type=int, default=1,
                         help="model a unidirectional stack of this many layers instead: the call as the plan runs it "
                              "(all layers in one launch where it fits) beside one launch per layer; with --search, "
@@ -347,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=1024, help="with --layers: the sequence length (default 1024)")
     args = parser.parse_args(argv)
     shapes = compile_report.shapes_from(args)
+    if args.table_gain:
+        print(table_gain(dispatch.parse_plan(args.table_gain.read_text(), str(args.table_gain)), args.gpu))
+        return 0
     if args.search and args.layers > 1:
         search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
                       shapes.get("dtypes", (torch.bfloat16, torch.float32)), args.gpu, args.search, args.seq_len)
@@ -516,6 +523,46 @@ def _provenance() -> dict:
     return {"commit": source_commit(), "date": datetime.date.today().isoformat()}
 
 
+@dataclasses.dataclass(frozen=True)
+class TableGain:
+    """How much a plan table's choices beat the default tiles in the model that ranked them."""
+
+    entries: int
+    compared: int  # entries whose ranking holds the default tiles' launch (elsewhere it did not fit)
+    median: float  # the default tiles' modelled step over the chosen one's
+    largest: float
+    largest_key: str
+    above_10_percent: int
+
+    def __str__(self) -> str:
+        return (f"{self.entries} entries; the default tiles' launch fits in {self.compared}, where the chosen tiles' "
+                f"modelled step is {self.median:.2f}x shorter at the median, {self.largest:.2f}x at most "
+                f"({self.largest_key}), more than 1.1x in {self.above_10_percent} (model figures)")
+
+
+def table_gain(document: dict, gpu_name: str) -> TableGain:
+    """The plan table ``document``'s modelled gain over :func:`dispatch.default_tiles`, the tiles
+    a shape takes where no table covers it: per entry, the default tiles' launch's modelled step
+    (from the entry's own ranking, which holds every candidate that fit) over the chosen one's."""
+    limits = known_gpu(gpu_name).limits
+    ratios = []
+    for key, ranked in plan_entries(document).items():
+        size, kind, hidden, batch = key.split("/")
+        problem = Problem(int(hidden[1:]), int(batch[1:]), torch.bfloat16 if size == "2B" else torch.float32,
+                          kind != "fwd-inf")
+        backward = kind == "bwd"
+        default = heuristic_config(problem, limits, backward,
+                                   tiles=default_tiles(problem.hidden, problem.dtype.itemsize, kind))
+        steps = [us for tiles, us in ranked.items() if same_launch(heuristic_config(problem, limits, backward, tiles=tiles), default)]
+        if steps:
+            ratios.append((min(steps) / next(iter(ranked.values())), key))
+    ratios.sort()
+    if not ratios:
+        raise ValueError("no entry of the table ranks the default tiles' launch")
+    return TableGain(len(document["entries"]), len(ratios), ratios[len(ratios) // 2][0], ratios[-1][0], ratios[-1][1],
+                     sum(ratio > 1.1 for ratio, _ in ratios))
+
+
 def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=print) -> dict:
     """Search every plan entry of the shape grid and merge the choices into the table at ``plan``
     (entry by entry, so that a search cut short keeps what it found). Each entry records its
@@ -541,4 +588,5 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
                     plan.parent.mkdir(parents=True, exist_ok=True)
                     plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
                     log(f"{plan_key(dtype.itemsize, kind, H, B)}: {row.config} {row.step_us:.2f} us (model)")
+    log(f"against the default tiles: {table_gain(document, gpu_name)}")
     return document

@@ -221,14 +221,14 @@ def modelled_step_us(problem: Problem, config: PersistentConfig, limits: DeviceL
         entry = _plan_entry(problem.hidden, problem.dtype.itemsize, kind_of(problem.training, backward), problem.batch,
                             limits.arch)
         step = next((us for tiles, us in entry.items()
-                     if _same_launch(heuristic_config(problem, limits, backward, tiles=tiles), config)), None)
+                     if same_launch(heuristic_config(problem, limits, backward, tiles=tiles), config)), None)
         if step is None:
             return None
         total += step
     return total
 
 
-def _same_launch(planned: PersistentConfig, config: PersistentConfig) -> bool:
+def same_launch(planned: PersistentConfig, config: PersistentConfig) -> bool:
     # A register cap is how the search kept a candidate spill-free, not another tiling.
     return dataclasses.replace(planned, max_registers=None) == dataclasses.replace(config, max_registers=None)
 
