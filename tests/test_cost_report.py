@@ -107,7 +107,11 @@ def test_every_shipped_plan_table_is_its_architectures(path):
         assert steps == sorted(steps), key
     for key, entry in document.get("stacks", {}).items():
         calls = [c["modelled_call_us"] for c in entry["ranked"]]
-        assert calls == sorted(calls) and entry["modelled_call_us"] == min(calls[0], entry["layer_by_layer_us"]), key
+        assert calls == sorted(calls) and entry["modelled_call_us"] == min(calls + [entry["layer_by_layer_us"]]), key
+        if entry["block_h"]:
+            assert entry["ranked"][0]["block_h"] == entry["block_h"] and calls[0] <= entry["layer_by_layer_us"], key
+        else:
+            assert not calls or calls[0] >= entry["layer_by_layer_us"], key
 
 
 def test_a_foreign_plan_is_refused():

@@ -99,6 +99,7 @@ def on_a_gpu(request, monkeypatch):
     monkeypatch.setattr(dispatch, "limits_of", lambda device: known.limits)
     monkeypatch.setattr(dispatch, "device_name", lambda device: known.name)
     monkeypatch.setattr(dispatch, "_fitted", {})
+    monkeypatch.setattr(dispatch, "_stacks_refused", set())
     from tritongru import tuned
 
     monkeypatch.setattr(tuned, "lookup", lambda problem, device: None)
@@ -183,6 +184,29 @@ def test_where_every_register_setting_spills_the_planned_plan_runs_and_nothing_s
     attempts.clear()
     dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _spilling(lambda config: True, ran, attempts))
     assert attempts == [plan.forward]  # remembered: the search is not repeated every call
+
+
+def test_a_stack_that_spills_with_every_register_setting_runs_layer_by_layer(on_a_gpu):
+    """One launch per layer keeps every layer's weights on chip spill-free, so a stack's launch
+    never runs spilling; once refused, its shape plans layer by layer without compiling again."""
+    problem = Problem(256, 1, torch.bfloat16, False, layers=2)
+    assert dispatch.plan_stack(256, 1, torch.bfloat16, False, 2, CUDA) is not None
+    ran, attempts = [], []
+    spilling = _spilling(lambda config: True, ran, attempts)
+
+    def resident_only(config):  # as the op runs a stack
+        if not config.resident:
+            raise PlanError("streams its weights")
+        return spilling(config)
+
+    plan = dispatch.plan_launch(problem, CUDA)
+    with pytest.raises(PlanError):
+        dispatch.run_planned(plan, False, CUDA, resident_only)
+    assert ran == [] and attempts[: 1 + len(list(dispatch.spill_remedies(plan.forward)))] == [
+        plan.forward, *dispatch.spill_remedies(plan.forward)]
+    dispatch.refuse_stack(problem, CUDA, backward=False)
+    assert dispatch.plan_stack(256, 1, torch.bfloat16, False, 2, CUDA) is None
+    assert dispatch.stack_refused(problem, CUDA, backward=False) and not dispatch.stack_refused(problem, CUDA, backward=True)
 
 
 def test_a_forced_configuration_runs_as_it_is_spills_and_all(on_a_gpu):

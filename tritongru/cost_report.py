@@ -481,7 +481,6 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
     reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
     document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
     document.setdefault("stacks", {})
-    document.update(_provenance())
     document["stacks_made_by"] = (f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
                                   f"{gpu_name}, tritongru/cost_model.py)")
     limits = known_gpu(gpu_name).limits
@@ -499,26 +498,29 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
                         row = stack_row("stack", shape, dtype, gpu_name, mode=mode, slice_width=width)
                         if row is not None:
                             ranked.append((row.total_us, width))
-                    if not ranked:
-                        continue
+                    # Where no width fits spill-free (nor co-resides), the layers run one launch each:
+                    # recorded, so that the planner does not take a smaller batch's width instead.
                     layer_by_layer = layer_by_layer_row(shape, dtype, gpu_name, mode).total_us
-                    best_us, best = min(ranked)
+                    best_us, best = min(ranked, default=(float("inf"), 0))
                     key = stack_key(dtype.itemsize, mode != "inference", layers, H, B)
                     document["stacks"][key] = {
                         "block_h": best if best_us < layer_by_layer else 0,
                         "modelled_call_us": round(min(best_us, layer_by_layer), 1),
                         "layer_by_layer_us": round(layer_by_layer, 1),
                         "ranked": [{"block_h": w, "modelled_call_us": round(us, 1)} for us, w in sorted(ranked)],
+                        **_provenance(),
                     }
                     plan.parent.mkdir(parents=True, exist_ok=True)
                     plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-                    log(f"{key}: " + ", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
+                    log(f"{key}: " + (", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
+                                      or "no slice width fits spill-free")
                         + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
     return document
 
 
 def _provenance() -> dict:
-    """What a plan table records of the code and day that made it."""
+    """What a plan table records of the code and day that made it (a stack's entries each: they are
+    searched a few shapes at a time)."""
     from .environment import source_commit
     return {"commit": source_commit(), "date": datetime.date.today().isoformat()}
 

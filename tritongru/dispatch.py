@@ -406,11 +406,13 @@ def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config
                   attempt: Callable[[PersistentConfig], T], where: str) -> tuple[PersistentConfig, T, list[DoesNotFit]]:
     """``(chosen, attempt(chosen), refused)`` for the first of ``config`` and its
     :func:`smaller_plans` whose compiled kernel fits (``attempt`` raises :class:`DoesNotFit` before
-    anything runs where it does not), with the plans refused on the way. Resident weights that spill are refused while a remedy with the same
-    work split compiles without (:func:`spill_remedies`); where none does, the spilling plan runs:
-    a few spilled bytes cost less than the smaller plans' weights re-read from L2. What the op, the
-    tuner's baseline and the compile report all choose by. Raises :class:`PlanError` where nothing
-    fits ``where`` (a GPU's name)."""
+    anything runs where it does not), with the plans refused on the way. Resident weights that
+    spill are refused while a remedy with the same work split compiles without
+    (:func:`spill_remedies`); where none does, the spilling plan runs: a few spilled bytes cost
+    less than the smaller plans' weights re-read from L2. A stack's launch never runs spilling: its
+    alternative, one launch per layer, keeps every layer's weights on chip without. What the op,
+    the tuner's baseline and the compile report all choose by. Raises :class:`PlanError` where
+    nothing fits ``where`` (a GPU's name)."""
     refused = []
     for candidate in itertools.chain((config,), smaller_plans(problem, limits, backward, config)):
         try:
@@ -427,6 +429,8 @@ def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config
                     return remedy, attempt(remedy), refused
             except DoesNotFit as error:
                 refused.append(error)
+        if problem.layers > 1:
+            continue
         return candidate, attempt(candidate), refused
     raise PlanError(
         f"tritongru: no plan of the {kind_of(problem.training, backward)} kernel for hidden {problem.hidden}, batch "
@@ -436,6 +440,17 @@ def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config
 
 
 _fitted: dict[tuple[DeviceLimits, Problem, bool], PersistentConfig] = {}
+# The stack launches (problem, backward) found to have no plan that fits, per GPU kind: they run
+# layer by layer from then on, without compiling their way to the same verdict on every call.
+_stacks_refused: set[tuple[DeviceLimits, Problem, bool]] = set()
+
+
+def stack_refused(problem: Problem, device: torch.device, backward: bool) -> bool:
+    return (limits_of(device), problem, backward) in _stacks_refused
+
+
+def refuse_stack(problem: Problem, device: torch.device, backward: bool) -> None:
+    _stacks_refused.add((limits_of(device), problem, backward))
 
 
 def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Callable[[PersistentConfig], T]) -> T:
@@ -531,14 +546,17 @@ def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, laye
     """The plan of one launch running every layer of a unidirectional stack, or None where it does
     not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
     a value and its tag), a stack whose weights (W_ih and W_hh) do not stay on chip with one
-    program per SM, one of 16-bit states whose rings of ``seq_len`` steps would wrap their 16-bit
-    tags (only under the interpreter, whose rings keep every step), or a shape where the plan
-    table's model ranked one launch per layer cheaper (:func:`planned_stack`)."""
+    program per SM or whose launch was found to fit no plan (:func:`refuse_stack`), one of 16-bit
+    states whose rings of ``seq_len`` steps would wrap their 16-bit tags (only under the
+    interpreter, whose rings keep every step), or a shape where the plan table's model ranked one
+    launch per layer cheaper (:func:`planned_stack`)."""
     if layers < 2 or dtype.itemsize > 4 or _separate_layers:
         return None
     if seq_len is not None and not ring_tags_unambiguous(ring_slots(seq_len + 1), dtype):
         return None
     problem = Problem(hidden, batch, dtype, training, layers=layers)
+    if stack_refused(problem, device, backward=False):
+        return None
     chosen = None if INTERPRET or _forced else planned_stack(problem, limits_of(device).arch)
     if chosen is not None and chosen["block_h"] == 0:
         return None  # the model ranked one launch per layer cheaper

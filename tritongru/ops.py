@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from .dispatch import PlanError, Problem, plan_launch, run_planned
+from .dispatch import PlanError, Problem, plan_launch, refuse_stack, run_planned, stack_refused
 from .kernels import gru_backward, gru_forward, gru_stack_backward, gru_stack_forward
 from .kernels.launch import accumulator_dtype
 
@@ -35,14 +35,20 @@ def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run, 
     if not stack:
         plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, groups), gx.device)
         return run_planned(plan, backward, gx.device, run)
-    plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, layers=groups), gx.device)
+    problem = Problem(hidden, gx.shape[1], gx.dtype, training, layers=groups)
+    if stack_refused(problem, gx.device, backward):
+        raise PlanError(f"tritongru: no plan of the {groups}-layer stack fits this GPU")
 
     def resident_only(config):
         if not config.resident:
             raise PlanError(f"tritongru: no plan of the {groups}-layer stack keeps its weights on chip ({config.label()})")
         return run(config)
 
-    return run_planned(plan, backward, gx.device, resident_only)
+    try:
+        return run_planned(plan_launch(problem, gx.device), backward, gx.device, resident_only)
+    except PlanError:
+        refuse_stack(problem, gx.device, backward)
+        raise
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
