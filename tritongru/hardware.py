@@ -9,8 +9,9 @@ The cost figures are starting points for a model, not measurements of this proje
 figures that others measured with micro-benchmarks, the vendor's specifications, and assumptions
 the model needs and nobody has measured for these kernels yet (marked ``assumed``; off Hopper
 most are the H200's). A GPU run of the perf suite is what calibrates them (``perf/NOTES.md``).
-B200 and RTX 5090 have no cost figures yet: their clocks and mma.sync rates are not published in
-a form this model can cite.
+The B200 has no cost figures yet: neither its clock nor its mma.sync rate is published in a form
+this model can cite. The RTX 5090's clock and memory bandwidth are; its mma.sync rate is assumed
+to be the RTX 4090's per SM and clock.
 """
 
 from __future__ import annotations
@@ -202,6 +203,18 @@ GPUS.update({
         mma_issue=_HOPPER_SHARED["mma_issue"] if KNOWN_GPUS[name].arch == 90 else None)
     for name, (clock, memory, tflops, source) in _SPECIFICATIONS.items()
 })
+
+
+# The RTX 5090's tensor peaks are published for FP4 and with sparsity: its dense bf16 rate with
+# fp32 accumulation is the RTX 4090's per SM and clock (32 cycles per m16n8k16), assumed.
+_RTX5090_CLOCK, _RTX5090_SMS = 2.41, KNOWN_GPUS["rtx5090"].sms
+GPUS["rtx5090"] = _from_specifications(
+    "rtx5090", Figure(_RTX5090_CLOCK, "NVIDIA GeForce RTX 5090 specifications (boost clock)"),
+    Figure(1792, "NVIDIA RTX Blackwell GPU Architecture whitepaper (memory bandwidth)"),
+    Figure(round(4096 / 32 * 4 * _RTX5090_SMS * _RTX5090_CLOCK / 1e3, 1),
+           "assumed: the RTX 4090's mma.sync rate per SM and clock (32 cycles per m16n8k16, fp32 accumulation at "
+           "half rate) over 170 SMs at 2.41 GHz"),
+)
 
 
 def gpu(name: str) -> GPU:
