@@ -90,8 +90,8 @@ def test_a_tables_gain_is_the_default_tiles_step_over_the_chosen_one():
     assert not dispatch.same_launch(dispatch.heuristic_config(problem, H200, tiles=chosen),
                                     dispatch.heuristic_config(problem, H200, tiles=default))
     ranked = [{**dataclasses.asdict(chosen), "modelled_step_us": 1.0}, {**dataclasses.asdict(default), "modelled_step_us": 2.5}]
-    document = {"format": dispatch.PLAN_FORMAT, "entries": {"2B/fwd-inf/h256/b1": {"ranked": ranked}}}
-    gain = table_gain(document, "h200")
+    document = {"format": dispatch.PLAN_FORMAT, "model": "h200", "entries": {"2B/fwd-inf/h256/b1": {"ranked": ranked}}}
+    gain = table_gain(document)
     assert (gain.compared, gain.median, gain.largest_key) == (1, 2.5, "2B/fwd-inf/h256/b1")
 
 

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
     parser.add_argument("--table-gain", type=Path, metavar="PLAN",
                         help="instead, print how much the plan table PLAN's choices beat the default tiles, in the model "
-                             "of --gpu")
+                             "that ranked them")
     parser.add_argument("--layers", type=int, default=1,
                         help="model a unidirectional stack of this many layers instead: the call as the plan runs it "
                              "(all layers in one launch where it fits) beside one launch per layer; with --search, "
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shapes = compile_report.shapes_from(args)
     if args.table_gain:
-        print(table_gain(dispatch.parse_plan(args.table_gain.read_text(), str(args.table_gain)), args.gpu))
+        print(table_gain(dispatch.parse_plan(args.table_gain.read_text(), str(args.table_gain))))
         return 0
     if args.search and args.layers > 1:
         search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
@@ -513,7 +513,7 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
                     plan.parent.mkdir(parents=True, exist_ok=True)
                     plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
                     log(f"{key}: " + (", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
-                                      or "no slice width fits spill-free")
+                                      or "no slice width keeps both matrices on chip, fits and spills nothing")
                         + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
     return document
 
@@ -542,11 +542,12 @@ class TableGain:
                 f"({self.largest_key}), more than 1.1x in {self.above_10_percent} (model figures)")
 
 
-def table_gain(document: dict, gpu_name: str) -> TableGain:
+def table_gain(document: dict) -> TableGain:
     """The plan table ``document``'s modelled gain over :func:`dispatch.default_tiles`, the tiles
     a shape takes where no table covers it: per entry, the default tiles' launch's modelled step
-    (from the entry's own ranking, which holds every candidate that fit) over the chosen one's."""
-    limits = known_gpu(gpu_name).limits
+    (from the entry's own ranking, which holds every candidate that fit) over the chosen one's, on
+    the GPU whose figures ranked them (``"model"``)."""
+    limits = known_gpu(document["model"]).limits
     ratios = []
     for key, ranked in plan_entries(document).items():
         size, kind, hidden, batch = key.split("/")
@@ -590,5 +591,5 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
                     plan.parent.mkdir(parents=True, exist_ok=True)
                     plan.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
                     log(f"{plan_key(dtype.itemsize, kind, H, B)}: {row.config} {row.step_us:.2f} us (model)")
-    log(f"against the default tiles: {table_gain(document, gpu_name)}")
+    log(f"against the default tiles: {table_gain(document)}")
     return document
