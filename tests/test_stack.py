@@ -179,10 +179,14 @@ def test_bidirectional_stacks_run_layer_by_layer(launches):
 # A stack section of a plan table: 4 layers at H=512, 32-unit slices for a batch of 16; one launch
 # per layer for 2 layers in training.
 STACKS = {
-    "2B/inference/l4/h512/b16": {"block_h": 32, "modelled_call_us": 3220.0, "layer_by_layer_us": 5670.0, "ranked": []},
-    "2B/inference/l4/h512/b1": {"block_h": 16, "modelled_call_us": 1730.0, "layer_by_layer_us": 4330.0, "ranked": []},
+    "2B/inference/l4/h512/b16": {"block_h": 32, "modelled_call_us": 3220.0, "layer_by_layer_us": 5670.0,
+                                 "ranked": [{"block_h": 32, "modelled_call_us": 3220.0}]},
+    "2B/inference/l4/h512/b1": {"block_h": 16, "modelled_call_us": 1730.0, "layer_by_layer_us": 4330.0,
+                                "ranked": [{"block_h": 16, "modelled_call_us": 1730.0}]},
     "2B/training/l2/h512/b16": {"block_h": 0, "modelled_call_us": 7700.0, "layer_by_layer_us": 7700.0,
                                 "ranked": [{"block_h": 32, "modelled_call_us": 7990.0}]},
+    # No width of 6 layers fit: no verdict for 5 layers, which take 4 layers' entry.
+    "2B/inference/l6/h512/b16": {"block_h": 0, "modelled_call_us": 8500.0, "layer_by_layer_us": 8500.0, "ranked": []},
 }
 
 
@@ -204,10 +208,11 @@ def stack_table(monkeypatch):
 def test_the_plan_tables_slice_width_of_the_nearest_covered_stack(stack_table):
     """Hidden sizes up to the covered one, other layer counts, and larger batches take the nearest
     entry; a shape the table covers nothing near keeps the planner's own width."""
-    for hidden, batch, layers in ((512, 16, 4), (384, 16, 4), (512, 64, 5), (512, 16, 3)):
+    for hidden, batch, layers in ((512, 16, 4), (384, 16, 4), (512, 64, 5), (512, 16, 3), (512, 16, 5)):
         config = heuristic_config(Problem(hidden, batch, torch.bfloat16, False, layers=layers), H200)
         assert config.block_h == 32 and layers * config.num_programs <= H200.sms, (hidden, batch, layers)
     assert heuristic_config(Problem(512, 1, torch.bfloat16, False, layers=4), H200).block_h == 16
+    assert dispatch.planned_stack(Problem(512, 16, torch.bfloat16, False, layers=6), 90)["block_h"] == 0
     assert dispatch.planned_stack(Problem(1024, 16, torch.bfloat16, False, layers=4), 90) is None, "none >= H"
     assert dispatch.planned_stack(Problem(512, 16, torch.float32, False, layers=4), 90) is None, "another dtype size"
 

@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for cost.csv and calls.csv (e.g. perf/results/model-h200)")
     parser.add_argument("--search", type=Path, metavar="PLAN",
                         help="instead, choose every plan entry's tiles by modelled cost and merge them into the table "
-                             "PLAN (tritongru/plans/sm90.json is the one the planner reads; slow)")
+                             "PLAN (tritongru/plans/sm<arch>.json is the one the planner reads on a GPU of that architecture; "
+                             "slow)")
     parser.add_argument("--kind", choices=KINDS, nargs="+", help="with --search: only these kernels (default all)")
     parser.add_argument("--table-gain", type=Path, metavar="PLAN",
                         help="instead, print how much the plan table PLAN's choices beat the default tiles, in the model "

@@ -194,7 +194,8 @@ def planned_stack(problem: Problem, arch: int) -> dict | None:
     ``cost-report --search PLAN --layers L``): ``block_h``, the slice width whose call the model
     ranked cheapest, 0 where one launch per layer was; for the nearest covered shape (the nearest
     layer count, the larger of two; the smallest hidden size at least ``hidden``; the batch's
-    class or the nearest smaller one), None where it covers none. Neither verdict follows the
+    class or the nearest smaller one; another layer count's entry only where a width fit there),
+    None where it covers none. Neither verdict follows the
     layer count alone: one launch gains with more layers at B=16, and not at B=64, where every
     program's exchange grows with the layers (model figures, ``perf/NOTES.md``)."""
     stacks = plan_document(arch).get("stacks", {})
@@ -204,10 +205,11 @@ def planned_stack(problem: Problem, arch: int) -> dict | None:
     hidden = sorted({int(parts[3][1:]) for parts in covered if int(parts[3][1:]) >= problem.hidden})
     if not counts or not hidden:
         return None
-    layers = min(counts, key=lambda count: (abs(count - problem.layers), -count))
-    for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(problem.batch)]):
-        entry = stacks.get(stack_key(size, problem.training, layers, hidden[0], smaller))
-        if entry:
+    for layers in sorted(counts, key=lambda count: (abs(count - problem.layers), -count)):
+        entry = next((found for smaller in reversed([c for c in BATCH_CLASSES if c <= batch_class(problem.batch)])
+                      if (found := stacks.get(stack_key(size, problem.training, layers, hidden[0], smaller)))), None)
+        # Where no width of that many layers fit, fewer or more layers may: no verdict for them.
+        if entry is None or entry["ranked"] or layers == problem.layers:
             return entry
     return None
 
