@@ -28,6 +28,12 @@ backward_module = importlib.import_module("tritongru.kernels.gru_backward")
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter; test_gpu.py covers a GPU")
 
 
+@pytest.fixture(autouse=True)
+def nothing_refused_yet(monkeypatch):
+    """A stack refused in one test (found not to fit, and remembered) runs layer by layer in no other."""
+    monkeypatch.setattr(dispatch, "_stacks_refused", set())
+
+
 @pytest.fixture
 def patient_waits(monkeypatch):
     """Interpreted programs sharing two cores take seconds per step: a GPU's 2 s wait is too short."""
@@ -111,6 +117,28 @@ def test_layer_by_layer_backward_where_the_stacks_does_not_fit(monkeypatch, laun
     monkeypatch.setattr(ops, "gru_stack_backward", _refused)
     check_kernels_against_float64(3, 24, 3, 4, torch.float32, 2e-5, seed=31)
     assert launches == [(True, 3)] and backward_launches == [(False, 1)] * 3
+
+
+def test_layer_by_layer_forward_where_the_stack_does_not_fit(monkeypatch, launches, backward_launches):
+    """A forward plan that does not fit: the op itself runs the one-layer kernel per layer (so a
+    compiled graph holding the op takes that way too), and what it saves feeds the stack's backward."""
+    monkeypatch.setattr(ops, "gru_stack_forward", _refused)
+    check_kernels_against_float64(3, 24, 3, 4, torch.float32, 2e-5, seed=31)
+    assert launches == [(False, 1)] * 3 and backward_launches == [(True, 3)]
+
+
+def test_the_ops_layer_by_layer_forward_is_the_layer_by_layer_stack(monkeypatch):
+    """The same kernels and GEMMs, dropout masks included: the same results."""
+    model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
+    x = torch.randn(4, 3, 5)
+    results = []
+    for separately in (dispatch.layer_by_layer(), contextlib.nullcontext()):
+        torch.manual_seed(5)
+        with separately:
+            results.append(model(x))
+        monkeypatch.setattr(ops, "gru_stack_forward", _refused)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 def _refused(*args, **kwargs):

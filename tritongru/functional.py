@@ -175,11 +175,8 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
     masks = _dropout_masks(x, num_layers, num_dirs * H, dropout, training)
     if not bidirectional:
         if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device, seq_len=T) is not None:
-            try:
-                output, h_n = _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save)
-                return (output.transpose(0, 1) if batch_first else output), h_n
-            except dispatch.PlanError:
-                pass  # found before anything ran: the layers run one launch each
+            output, h_n = _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save)
+            return (output.transpose(0, 1) if batch_first else output), h_n
     per_launch = dispatch.plan_layer(H, B, x.dtype, save, bidirectional, x.device).problem.directions
     h_n = []
     for layer in range(num_layers):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import _compat
@@ -176,7 +177,8 @@ def gru_stack(
     masks: Optional[Tensor], save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Every layer of a unidirectional stack in one launch: ``(y, h_n, hs, gates)``, see
-    :func:`tritongru.kernels.gru_stack_forward` (``y`` holds every layer's output when ``save``)."""
+    :func:`tritongru.kernels.gru_stack_forward` (``y`` holds every layer's output when ``save``);
+    layer by layer where no plan of that launch fits, found before anything runs."""
     L, H3, H = w_hh.shape
     T, B = gx.shape[:2]
     for name, tensor, shape in (("gx", gx, (T, B, H3)), ("w_ih", w_ih, (L - 1, H3, H)), ("b_ih", b_ih, (L - 1, H3)),
@@ -188,8 +190,28 @@ def gru_stack(
     args = [t.contiguous() for t in (gx, w_ih, b_ih, w_hh, b_hn, h0)]
     masks = None if masks is None else masks.contiguous()
     precision = _compat.fp32_dot_precision()
-    return _run_planned(gx, w_hh, save, False, lambda config: gru_stack_forward(
-        *args, lengths, masks, save, config, precision), stack=True)
+    try:
+        return _run_planned(gx, w_hh, save, False, lambda config: gru_stack_forward(
+            *args, lengths, masks, save, config, precision), stack=True)
+    except PlanError:  # found before anything ran; inside the op, so that a compiled graph takes it too
+        return _stack_layer_by_layer(*args, lengths, masks, save, precision)
+
+
+def _stack_layer_by_layer(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save, precision):
+    """What the stack's launch returns, from the one-layer kernel layer by layer, each layer above
+    projecting its (masked) input with a GEMM: the arithmetic of a stack run one launch per layer."""
+    outputs = []
+    for layer in range(w_hh.shape[0]):
+        if layer > 0:
+            below = outputs[-1][0]
+            gx = F.linear(below if masks is None else below * masks[layer - 1], w_ih[layer - 1], b_ih[layer - 1])
+        w, b, h = w_hh[layer : layer + 1], b_hn[layer : layer + 1], h0[layer : layer + 1]
+        outputs.append(_run_planned(gx, w, save, False, lambda config: gru_forward(
+            gx, w, b, h, lengths, False, save, config, precision)))
+    ys, h_n, hs, gates = zip(*outputs)
+    if not save:
+        return ys[-1], torch.cat(h_n), hs[-1], gates[-1]
+    return torch.stack(ys), torch.cat(h_n), torch.cat(hs), torch.cat(gates)
 
 
 @gru_stack.register_fake
