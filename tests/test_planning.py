@@ -192,19 +192,12 @@ def test_a_stack_that_spills_with_every_register_setting_runs_layer_by_layer(on_
     problem = Problem(256, 1, torch.bfloat16, False, layers=2)
     assert dispatch.plan_stack(256, 1, torch.bfloat16, False, 2, CUDA) is not None
     ran, attempts = [], []
-    spilling = _spilling(lambda config: True, ran, attempts)
-
-    def resident_only(config):  # as the op runs a stack
-        if not config.resident:
-            raise PlanError("streams its weights")
-        return spilling(config)
-
     plan = dispatch.plan_launch(problem, CUDA)
     with pytest.raises(PlanError):
-        dispatch.run_planned(plan, False, CUDA, resident_only)
+        dispatch.run_planned(plan, False, CUDA, _spilling(lambda config: True, ran, attempts))
     assert ran == [] and attempts[: 1 + len(list(dispatch.spill_remedies(plan.forward)))] == [
         plan.forward, *dispatch.spill_remedies(plan.forward)]
-    dispatch.refuse_stack(problem, CUDA, backward=False)
+    assert all(config.resident for config in attempts), "a stack never streams its weights"
     assert dispatch.plan_stack(256, 1, torch.bfloat16, False, 2, CUDA) is None
     assert dispatch.stack_refused(problem, CUDA, backward=False) and not dispatch.stack_refused(problem, CUDA, backward=True)
 

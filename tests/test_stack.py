@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
+from unittest import mock
 
 import pytest
 import torch
@@ -127,22 +128,29 @@ def test_layer_by_layer_forward_where_the_stack_does_not_fit(monkeypatch, launch
     assert launches == [(False, 1)] * 3 and backward_launches == [(True, 3)]
 
 
-def test_the_ops_layer_by_layer_forward_is_the_layer_by_layer_stack(monkeypatch):
+def test_the_ops_layer_by_layer_forward_is_the_layer_by_layer_stack():
     """The same kernels and GEMMs, dropout masks included: the same results."""
-    model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
-    x = torch.randn(4, 3, 5)
-    results = []
-    for separately in (dispatch.layer_by_layer(), contextlib.nullcontext()):
-        torch.manual_seed(5)
-        with separately:
-            results.append(model(x))
-        monkeypatch.setattr(ops, "gru_stack_forward", _refused)
-    for a, b in zip(*results):
+    _, _, (separately, in_the_op) = _with_dropout(dispatch.layer_by_layer(),
+                                                  mock.patch.object(ops, "gru_stack_forward", _refused))
+    for a, b in zip(separately, in_the_op):
         assert torch.equal(a, b)
 
 
 def _refused(*args, **kwargs):
-    raise dispatch.PlanError("tritongru: no plan of the stack's backward keeps its weights on chip (test)")
+    raise dispatch.PlanError("tritongru: no plan of the stack's launch keeps its weights on chip (test)")
+
+
+def _with_dropout(*ways):
+    """A 3-layer model with dropout between its layers, its input, and its outputs run each of
+    ``ways`` (context managers) from the same seed."""
+    model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
+    x = torch.randn(4, 3, 5)
+    results = []
+    for way in ways:
+        torch.manual_seed(5)
+        with way:
+            results.append(model(x))
+    return model, x, results
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 4e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
@@ -153,13 +161,7 @@ def test_low_precision_stack_matches_float64(dtype, tolerance, launches):
 
 def test_dropout_masks_are_the_same_in_one_launch_and_layer_by_layer(launches):
     """Masks drawn before any launch: one seed, one result, whichever way the layers run."""
-    model = tritongru.GRU(5, 24, 3, dropout=0.4, backend="triton").train()
-    x = torch.randn(4, 3, 5)
-    results = []
-    for separately in (contextlib.nullcontext(), dispatch.layer_by_layer()):
-        torch.manual_seed(5)
-        with separately:
-            results.append(model(x))
+    model, x, results = _with_dropout(contextlib.nullcontext(), dispatch.layer_by_layer())
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
     assert [stacked for stacked, _ in launches] == [True, False, False, False]

@@ -271,11 +271,11 @@ def fitted_stack_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, 
     if not planned.resident or layers * planned.num_programs > known_gpu(gpu_name).limits.sms:
         return None, ()
     launch, refused = _fitted(kind, problem, planned, gpu_name, lambda config: planned_stack_launch(
-        kind, config, hidden, batch, dtype, layers, seq_len=seq_len), resident_only=True)
+        kind, config, hidden, batch, dtype, layers, seq_len=seq_len))
     return (launch, refused) if refused is not None else (None, ())
 
 
-def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: str, build, resident_only: bool = False):
+def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: str, build):
     """``(launch, refused)``: the launch ``build`` makes of the plan :func:`first_fitting` takes for
     ``problem`` on ``gpu_name``, compiled, with the plans it refused (short form); where none fits,
     the last launch tried (None if none was) and None."""
@@ -284,8 +284,6 @@ def _fitted(kind: str, problem: Problem, planned: PersistentConfig, gpu_name: st
     tried = []
 
     def attempt(config: PersistentConfig) -> Launch:
-        if resident_only and not config.resident:
-            raise PlanError(f"no plan of {problem} keeps its weights on chip")
         launch = build(config)
         tried.append(launch)
         compiled = compile_launch(launch, limits.arch)

@@ -411,12 +411,14 @@ def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config
     anything runs where it does not), with the plans refused on the way. Resident weights that
     spill are refused while a remedy with the same work split compiles without
     (:func:`spill_remedies`); where none does, the spilling plan runs: a few spilled bytes cost
-    less than the smaller plans' weights re-read from L2. A stack's launch never runs spilling: its
-    alternative, one launch per layer, keeps every layer's weights on chip without. What the op,
-    the tuner's baseline and the compile report all choose by. Raises :class:`PlanError` where
-    nothing fits ``where`` (a GPU's name)."""
+    less than the smaller plans' weights re-read from L2. A stack's launch neither spills nor
+    streams its weights: its alternative, one launch per layer, keeps every layer's on chip without
+    spilling. What the op, the tuner's baseline and the compile report all choose by. Raises
+    :class:`PlanError` where nothing fits ``where`` (a GPU's name)."""
     refused = []
     for candidate in itertools.chain((config,), smaller_plans(problem, limits, backward, config)):
+        if problem.layers > 1 and not candidate.resident:
+            break
         try:
             with refusing_spills():
                 return candidate, attempt(candidate), refused
@@ -442,17 +444,13 @@ def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config
 
 
 _fitted: dict[tuple[DeviceLimits, Problem, bool], PersistentConfig] = {}
-# The stack launches (problem, backward) found to have no plan that fits, per GPU kind: they run
-# layer by layer from then on, without compiling their way to the same verdict on every call.
+# The stack launches (problem, backward) that :func:`run_planned` found no plan for, per GPU kind:
+# they run layer by layer from then on, without compiling their way to the same verdict each call.
 _stacks_refused: set[tuple[DeviceLimits, Problem, bool]] = set()
 
 
 def stack_refused(problem: Problem, device: torch.device, backward: bool) -> bool:
     return (limits_of(device), problem, backward) in _stacks_refused
-
-
-def refuse_stack(problem: Problem, device: torch.device, backward: bool) -> None:
-    _stacks_refused.add((limits_of(device), problem, backward))
 
 
 def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Callable[[PersistentConfig], T]) -> T:
@@ -461,16 +459,24 @@ def run_planned(plan: LaunchPlan, backward: bool, device: torch.device, run: Cal
     compiled kernel does not fit (:class:`DoesNotFit`, raised before anything runs) or spills its
     resident weights; later plans of the same problem on a GPU of this kind then take it directly.
     A forced, tuned or already fitted configuration runs as it is, spills and all (a tuned one was
-    timed against the others); only one that does not fit is replaced, and a forced one never."""
+    timed against the others); only one that does not fit is replaced, and a forced one never. A
+    stack's launch found to fit no plan raises :class:`PlanError` at once on later calls."""
     problem, config = plan.problem, plan.config(backward)
     limits = limits_of(device)
+    if (limits, problem, backward) in _stacks_refused:
+        raise PlanError(f"tritongru: no plan of the {problem.layers}-layer stack fits {device_name(device)}")
     if plan.source != "planned" or _fitted.get((limits, problem, backward)) == config:
         try:
             return run(config)
         except DoesNotFit as error:
             if plan.source == "forced":
                 raise PlanError(f"tritongru: the forced configuration does not fit: {error}") from error
-    chosen, result, tried = first_fitting(problem, limits, backward, config, run, device_name(device))
+    try:
+        chosen, result, tried = first_fitting(problem, limits, backward, config, run, device_name(device))
+    except PlanError:
+        if problem.layers > 1:
+            _stacks_refused.add((limits, problem, backward))
+        raise
     if tried:  # something was refused on the way (perhaps only the spills of the plan chosen)
         _fitted[(limits, problem, backward)] = chosen
     return result
@@ -548,7 +554,7 @@ def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, laye
     """The plan of one launch running every layer of a unidirectional stack, or None where it does
     not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
     a value and its tag), a stack whose weights (W_ih and W_hh) do not stay on chip with one
-    program per SM or whose launch was found to fit no plan (:func:`refuse_stack`), one of 16-bit
+    program per SM or whose launch was found to fit no plan (:func:`run_planned`), one of 16-bit
     states whose rings of ``seq_len`` steps would wrap their 16-bit tags (only under the
     interpreter, whose rings keep every step), or a shape where the plan table's model ranked one
     launch per layer cheaper (:func:`planned_stack`)."""

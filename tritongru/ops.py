@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _compat
-from .dispatch import PlanError, Problem, plan_launch, refuse_stack, run_planned, stack_refused
+from .dispatch import PlanError, Problem, plan_launch, run_planned
 from .kernels import gru_backward, gru_forward, gru_stack_backward, gru_stack_forward
 from .kernels.launch import accumulator_dtype
 
@@ -25,31 +25,17 @@ from .kernels.launch import accumulator_dtype
 def _run_planned(gx: Tensor, w_hh: Tensor, training: bool, backward: bool, run, stack: bool = False):
     """``run(config)`` with the plan of this launch on ``gx``'s device (:func:`dispatch.plan_launch`,
     :func:`dispatch.run_planned`): ``w_hh``'s leading axis is the launch's directions, or with
-    ``stack`` the layers it runs. A stack stays one launch only with its weights on chip: a smaller
-    plan that streams them raises :class:`PlanError` before anything runs. An operator's schema
-    takes tensors and scalars, not a plan, so the op asks :func:`dispatch.plan_launch` for the plan
-    the caller decided by: the same problem gives the same plan (memoised, a few microseconds)."""
+    ``stack`` the layers it runs (a stack that fits no plan with its weights on chip raises
+    :class:`PlanError` before anything runs). An operator's schema takes tensors and scalars, not
+    a plan, so the op asks :func:`dispatch.plan_launch` for the plan the caller decided by: the
+    same problem gives the same plan (memoised, a few microseconds)."""
     can_run, why = _compat.kernels_can_run(gx.device)
     if not can_run:
         raise RuntimeError(f"tritongru: {why}")
     groups, _, hidden = w_hh.shape
-    if not stack:
-        plan = plan_launch(Problem(hidden, gx.shape[1], gx.dtype, training, groups), gx.device)
-        return run_planned(plan, backward, gx.device, run)
-    problem = Problem(hidden, gx.shape[1], gx.dtype, training, layers=groups)
-    if stack_refused(problem, gx.device, backward):
-        raise PlanError(f"tritongru: no plan of the {groups}-layer stack fits this GPU")
-
-    def resident_only(config):
-        if not config.resident:
-            raise PlanError(f"tritongru: no plan of the {groups}-layer stack keeps its weights on chip ({config.label()})")
-        return run(config)
-
-    try:
-        return run_planned(plan_launch(problem, gx.device), backward, gx.device, resident_only)
-    except PlanError:
-        refuse_stack(problem, gx.device, backward)
-        raise
+    directions, layers = (1, groups) if stack else (groups, 1)
+    problem = Problem(hidden, gx.shape[1], gx.dtype, training, directions=directions, layers=layers)
+    return run_planned(plan_launch(problem, gx.device), backward, gx.device, run)
 
 
 def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
