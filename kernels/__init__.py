@@ -1,20 +1,9 @@
-"""Triton kernels of tritongru: the persistent GRU forward (of a layer, or of a whole stack) and backward, and
-their launchers."""
+"""Triton kernels of tritongru, one role per module: the persistent GRU forward of a layer or of a
+whole stack (``gru_forward``) and its backward (``gru_backward``), each with its host launcher; the
+launch configuration and the fit checks (``launch``), the GPU limits (``limits``), the tiles
+(``tiles``), the grid barrier and the ready-flag exchange (``barrier``, ``exchange``), stall reports
+(``stalls``) and the environment variables (``settings``).
 
-from .gru_backward import gru_backward, gru_bwd_persistent_kernel, gru_stack_backward
-from .gru_forward import gru_forward, gru_fwd_persistent_kernel, gru_stack_forward
-from .launch import PersistentConfig
-from .limits import DeviceLimits, arch_limits, device_limits
-
-__all__ = [
-    "DeviceLimits",
-    "PersistentConfig",
-    "arch_limits",
-    "device_limits",
-    "gru_backward",
-    "gru_bwd_persistent_kernel",
-    "gru_stack_backward",
-    "gru_forward",
-    "gru_fwd_persistent_kernel",
-    "gru_stack_forward",
-]
+Importing this package imports none of them, so that ``settings`` and ``stalls``, which need no
+Triton, load where Triton is not installed.
+"""

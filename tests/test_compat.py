@@ -3,7 +3,10 @@ inside Triton."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -71,3 +74,50 @@ def test_environment_is_read_in_one_module_and_listed_in_the_readme():
     readme = (root / "README.md").read_text(encoding="utf-8")
     for name in settings.VARIABLES:
         assert f"| `{name}` |" in readme, name
+
+
+# As on a machine where Triton has no wheel (macOS, Windows): ``import triton`` fails.
+_WITHOUT_TRITON = """
+import json, sys
+sys.modules["triton"] = None
+import torch
+import tritongru
+from tritongru import PlanError, StallError, _compat
+
+torch.manual_seed(0)
+reference = torch.nn.GRU(8, 16, num_layers=2, batch_first=True).double()
+model = tritongru.GRU(8, 16, num_layers=2, batch_first=True).double()
+model.load_state_dict(reference.state_dict())
+x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+h0 = torch.randn(2, 3, 16, dtype=torch.float64)
+results = []
+for gru in (reference, model):
+    x.grad = None
+    gru.zero_grad()
+    out, h_n = gru(x, h0)
+    (out.square().sum() + h_n.sum()).backward()
+    results.append([out, h_n, x.grad, *(p.grad for p in gru.parameters())])
+try:
+    tritongru.gru(x, h0, list(model.parameters()), num_layers=2, bidirectional=False, batch_first=True, backend="triton")
+    refusal = None
+except RuntimeError as error:
+    refusal = str(error)
+print(json.dumps(dict(
+    has_triton=_compat.HAS_TRITON,
+    same=all(torch.equal(a, b) for a, b in zip(*results)),
+    compared=len(results[1]),
+    refusal=refusal,
+    errors=[issubclass(PlanError, RuntimeError), issubclass(StallError, RuntimeError)],
+    loaded=sorted(name for name, module in sys.modules.items() if module is not None and name.split(".")[0] == "triton"),
+)))
+"""
+
+
+def test_without_triton_the_module_runs_pytorchs_operator_and_says_why_the_kernels_cannot():
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_TRITON], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["has_triton"] is False and found["loaded"] == [], found
+    assert found["same"] and found["compared"] == 2 + 1 + 2 * 4, found  # out, h_n, dx, 4 tensors a layer
+    assert found["refusal"] and "Triton is not installed" in found["refusal"], found
+    assert found["errors"] == [True, True], found

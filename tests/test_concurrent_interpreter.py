@@ -18,7 +18,7 @@ import triton.language as tl
 import tritongru
 from tritongru import dispatch
 from tritongru.dispatch import force_config
-from tritongru.kernels import PersistentConfig
+from tritongru.kernels.launch import PersistentConfig
 from tritongru.kernels.barrier import grid_barrier
 from tritongru.reference import gru_reference
 

@@ -13,7 +13,9 @@ import torch
 import tritongru
 from tritongru import _compat, dispatch
 from tritongru.dispatch import H200, Problem, force_config, heuristic_config
-from tritongru.kernels import PersistentConfig, gru_backward, gru_forward, gru_fwd_persistent_kernel
+from tritongru.kernels.gru_backward import gru_backward
+from tritongru.kernels.gru_forward import gru_forward, gru_fwd_persistent_kernel
+from tritongru.kernels.launch import PersistentConfig
 from tritongru.reference import gru_recurrence_reference, gru_reference
 
 from helpers import OneProgramShort

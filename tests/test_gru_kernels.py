@@ -10,7 +10,7 @@ import torch
 import tritongru
 from tritongru import dispatch
 from tritongru.dispatch import force_config
-from tritongru.kernels import PersistentConfig
+from tritongru.kernels.launch import PersistentConfig
 from tritongru.reference import gru_recurrence_reference, gru_reference
 
 from conftest import DEVICE

@@ -14,7 +14,8 @@ import sys
 import pytest
 import torch
 
-from tritongru.kernels import PersistentConfig, tiles
+from tritongru.kernels import tiles
+from tritongru.kernels.launch import PersistentConfig
 
 from helpers import check_kernels_against_float64
 

@@ -204,7 +204,7 @@ def test_breakdown_on_the_interpreter_writes_labelled_rows(tmp_path):
 
 def test_breakdown_offers_flags_for_resident_slices_and_one_launch_where_both_fit():
     from perf import breakdown
-    from tritongru.kernels import PersistentConfig
+    from tritongru.kernels.launch import PersistentConfig
 
     sliced = PersistentConfig(block_b=16, block_h=16, block_k=64, num_programs=64)
     assert "flags-no-wait" in breakdown.variants_for(sliced, 1024, True)

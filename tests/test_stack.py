@@ -17,7 +17,8 @@ import triton
 import tritongru
 from tritongru import dispatch, ops
 from tritongru.dispatch import Problem, force_config, heuristic_config
-from tritongru.kernels import PersistentConfig, exchange
+from tritongru.kernels import exchange
+from tritongru.kernels.launch import PersistentConfig
 from tritongru.kernels.limits import arch_limits
 
 from concurrent_interpreter import concurrent_programs

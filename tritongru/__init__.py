@@ -1,6 +1,6 @@
 """tritongru: a persistent-RNN GRU in Triton, a drop-in replacement for torch.nn.GRU."""
 
-from .dispatch import PlanError
+from .errors import PlanError
 from .export import onnx_translations
 from .functional import gru
 from .kernels.stalls import StallError, check_stalls

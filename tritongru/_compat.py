@@ -10,6 +10,13 @@ import torch
 
 from .kernels.settings import INTERPRET
 
+try:  # Linux wheels only: elsewhere (macOS, Windows) the package runs PyTorch's GRU operator
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except ImportError:
+    HAS_TRITON = False
+
 
 def fp32_dot_precision() -> str:
     """The ``tl.dot`` input precision for fp32 operands, following PyTorch's switch for matmuls.
@@ -31,6 +38,8 @@ def is_vmapped(tensor: torch.Tensor | None) -> bool:
 
 def kernels_can_run(device: torch.device) -> tuple[bool, str]:
     """Whether the Triton kernels can run on tensors of ``device``, and if not, why."""
+    if not HAS_TRITON:
+        return False, "Triton is not installed (pip install triton; it ships Linux wheels)"
     if INTERPRET:
         if device.type == "cpu":
             return True, ""

@@ -28,6 +28,7 @@ import triton
 
 from . import tuned
 from ._compat import INTERPRET
+from .errors import PlanError
 from .hardware import KNOWN_GPUS
 from .kernels.exchange import ring_slots, ring_tags_unambiguous
 from .kernels.launch import DoesNotFit, PersistentConfig, Spills, device_name, refusing_spills, resident_bytes_per_weight
@@ -398,10 +399,6 @@ def spill_remedies(config: PersistentConfig) -> Iterator[PersistentConfig]:
         shorter = split_among_warps(dataclasses.replace(config, block_k=config.block_k // 2), prefer="k")
         yield dataclasses.replace(shorter, max_registers=255)
         yield dataclasses.replace(shorter, max_registers=None)
-
-
-class PlanError(RuntimeError):
-    """No plan of a recurrence fits the GPU it was asked to run on."""
 
 
 def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config: PersistentConfig,

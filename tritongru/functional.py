@@ -6,7 +6,7 @@ directions is a single GEMM over all timesteps (``F.linear``, differentiated by 
 of the r and z gates is folded into its bias, since those gates add it unscaled. The recurrence is
 ``torch.ops.tritongru.gru_recurrence``.
 
-Elsewhere (CPU tensors, GPUs the kernels do not support) PyTorch's own GRU operator, the one
+Elsewhere (CPU tensors, GPUs the kernels do not support, no Triton) PyTorch's own GRU operator, the one
 ``nn.GRU`` calls, runs on the same weights, with nn.GRU's speed, memory and export behaviour.
 """
 
@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from . import _compat, dispatch, export
-from . import ops as _ops
+from . import _compat, export
 from .reference import gru_reference
+
+if _compat.HAS_TRITON:  # the kernel path; without Triton every call takes PyTorch's operator
+    from . import dispatch
+    from . import ops as _ops
 
 Backend = Literal["auto", "triton", "torch", "reference"]
 BACKENDS = ("auto", "triton", "torch", "reference")
@@ -33,7 +36,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """``"triton"``, ``"torch"`` or ``"reference"`` for tensors on ``device``.
 
     ``auto`` takes the Triton kernels on CUDA tensors of a supported GPU, and on CPU tensors only
-    under ``TRITON_INTERPRET=1``; anything else runs PyTorch's GRU operator (with a one-time
+    under ``TRITON_INTERPRET=1``, both where Triton is installed; anything else runs PyTorch's GRU operator (with a one-time
     warning on an unsupported GPU). ``triton`` raises where the kernels cannot run; ``torch`` and
     ``reference`` (the float64-exact, step-by-step PyTorch GRU for validation) run anywhere.
     """

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from . import _compat
 from .dispatch import PlanError, Problem, plan_launch, run_planned
-from .kernels import gru_backward, gru_forward, gru_stack_backward, gru_stack_forward
+from .kernels.gru_backward import gru_backward, gru_stack_backward
+from .kernels.gru_forward import gru_forward, gru_stack_forward
 from .kernels.launch import accumulator_dtype
 
 

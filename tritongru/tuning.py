@@ -36,7 +36,8 @@ from .dispatch import (
     modelled_step_us,
     weight_budget,
 )
-from .kernels import gru_backward, gru_forward
+from .kernels.gru_backward import gru_backward
+from .kernels.gru_forward import gru_forward
 from .kernels.launch import DoesNotFit, PersistentConfig
 from .kernels.limits import DeviceLimits, device_limits
 
