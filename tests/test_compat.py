@@ -52,11 +52,18 @@ def test_interpreter_accepts_cpu_tensors_only():
     assert not can_run and "CPU tensors only" in why
 
 
-def test_fp32_dot_precision_follows_torch(monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert _compat.fp32_dot_precision() == "tf32"
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert _compat.fp32_dot_precision() == "tf32x3"
+def test_fp32_dot_precision_follows_torch():
+    # Set and restored by hand: the switch is a module __getattr__, which newer pytest's
+    # monkeypatch, looking attributes up statically, deletes instead of restoring.
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = True
+        assert _compat.fp32_dot_precision() == "tf32"
+        matmul.allow_tf32 = False
+        assert _compat.fp32_dot_precision() == "tf32x3"
+    finally:
+        matmul.allow_tf32 = saved
 
 
 def test_environment_is_read_in_one_module_and_listed_in_the_readme():
