@@ -83,6 +83,21 @@ def test_search_writes_a_plan_the_planner_reads(tmp_path):
     assert document["commit"] and len(document["date"]) == 10, "a table records what made it"
 
 
+def test_searches_writing_one_table_at_once_keep_each_others_entries(tmp_path):
+    """One search process per dtype into the same table: each merges its entry into what is on
+    disk, not into the copy it read when it started."""
+    from tritongru.cost_report import _merged
+
+    plan = tmp_path / "sm86.json"
+    bf16 = _merged(plan, {"model": "a10"})  # both start from the same empty table
+    _merged(plan, {"model": "a10"}, "entries", "2B/fwd/h64/b1", {"ranked": []})
+    _merged(plan, {"model": "a10", "commit": "abc"}, "entries", "4B/fwd/h64/b1", {"ranked": []})
+    assert bf16["entries"] == {}
+    document = json.loads(plan.read_text())
+    assert sorted(document["entries"]) == ["2B/fwd/h64/b1", "4B/fwd/h64/b1"] and document["commit"] == "abc"
+    assert document["format"] == dispatch.PLAN_FORMAT
+
+
 def test_a_tables_gain_is_the_default_tiles_step_over_the_chosen_one():
     default = dispatch.default_tiles(256, 2, "fwd-inf")
     chosen = dispatch.Tiles(num_warps=4, block_k=256, split_k=2, split_n=2)

@@ -284,7 +284,7 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
     Refuses (:class:`ForeignFileError`) to replace a file that is not a tritongru tuning table.
     """
     path = settings.tuning_file() if path is None else Path(path)
-    with _exclusive(path):
+    with exclusive(path):
         try:
             document = read_document(path)
         except ForeignFileError as error:
@@ -296,10 +296,10 @@ def save_results(results: Iterable[TuningResult], path: Path | None = None) -> P
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path):
+def exclusive(path: Path):
     """Serialise read-merge-write cycles of processes sharing ``path`` (a lock file beside it), so
-    that concurrent tuners neither break the file (the write is atomic anyway) nor drop each
-    other's entries. Where ``fcntl`` is missing (Windows) the last writer wins."""
+    that concurrent writers (tuners, plan searches) neither break the file (the write is atomic
+    anyway) nor drop each other's entries. Where ``fcntl`` is missing (Windows) the last writer wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         if fcntl is not None:
