@@ -53,7 +53,7 @@ def _check_shapes(gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor) -> None:
 def gru_recurrence(
     gx: Tensor, w_hh: Tensor, b_hn: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool, save: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run one layer in ``D`` directions: ``(y, h_n, hs, gates)``, see :func:`tritongru.kernels.gru_forward`;
+    """Run one layer in ``D`` directions: ``(y, h_n, hs, gates)``, see :func:`tritongru.kernels.gru_forward.gru_forward`;
     ``hs`` and ``gates`` are empty unless ``save``."""
     _check_shapes(gx, w_hh, b_hn, h0)
     gx, w_hh, b_hn, h0 = gx.contiguous(), w_hh.contiguous(), b_hn.contiguous(), h0.contiguous()
