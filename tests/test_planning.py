@@ -130,7 +130,7 @@ def test_nothing_fitting_is_a_plan_error_naming_gpu_shape_and_plans(on_a_gpu):
                                         rf"fits {re.escape(known.name)} \(sm_{known.arch}, {known.sms} SMs.*tried: "
                                         r".*b16/h\d+/k\d+/.*needs 120000") as error:
         dispatch.run_planned(dispatch.plan_launch(problem, CUDA), False, CUDA, _refusing(False, [], known.name))
-    assert isinstance(error.value, RuntimeError) and error.value.__class__.__module__ == "tritongru.dispatch"
+    assert isinstance(error.value, RuntimeError) and error.value.__class__.__module__ == "tritongru.errors"
 
 
 def test_a_forced_configuration_is_never_replaced(on_a_gpu):
