@@ -128,3 +128,10 @@ def test_without_triton_the_module_runs_pytorchs_operator_and_says_why_the_kerne
     assert found["same"] and found["compared"] == 2 + 1 + 2 * 4, found  # out, h_n, dx, 4 tensors a layer
     assert found["refusal"] and "Triton is not installed" in found["refusal"], found
     assert found["errors"] == [True, True], found
+
+
+def test_without_triton_the_command_line_says_what_it_needs():
+    command = 'import runpy, sys; sys.modules["triton"] = None; sys.argv = ["tritongru", "info"]; runpy.run_module("tritongru", run_name="__main__")'
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "need Triton, which is not installed here" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

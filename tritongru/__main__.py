@@ -17,9 +17,16 @@ from pathlib import Path
 
 import torch
 
-from . import _compat, environment, tuned, tuning
-from .kernels import settings
-from .accuracy import DTYPES, MODES
+from . import _compat
+
+if not _compat.HAS_TRITON:  # every command compiles, times or describes the kernels
+    sys.stderr.write("tritongru: its commands need Triton, which is not installed here (Triton ships Linux wheels); "
+                     "tritongru.GRU and tritongru.gru run without it, on PyTorch's GRU operator\n")
+    raise SystemExit(2)
+
+from . import environment, tuned, tuning  # noqa: E402
+from .accuracy import DTYPES, MODES  # noqa: E402
+from .kernels import settings  # noqa: E402
 
 
 class CLIError(Exception):
