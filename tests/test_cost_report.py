@@ -89,9 +89,9 @@ def test_searches_writing_one_table_at_once_keep_each_others_entries(tmp_path):
     from tritongru.cost_report import _merged
 
     plan = tmp_path / "sm86.json"
-    bf16 = _merged(plan, {"model": "a10"})  # both start from the same empty table
-    _merged(plan, {"model": "a10"}, "entries", "2B/fwd/h64/b1", {"ranked": []})
-    _merged(plan, {"model": "a10", "commit": "abc"}, "entries", "4B/fwd/h64/b1", {"ranked": []})
+    bf16 = _merged(plan, {"model": "a10"}, "entries", {})  # both start from the same empty table
+    _merged(plan, {"model": "a10"}, "entries", {"2B/fwd/h64/b1": {"ranked": []}})
+    _merged(plan, {"model": "a10", "commit": "abc"}, "entries", {"4B/fwd/h64/b1": {"ranked": []}})
     assert bf16["entries"] == {}
     document = json.loads(plan.read_text())
     assert sorted(document["entries"]) == ["2B/fwd/h64/b1", "4B/fwd/h64/b1"] and document["commit"] == "abc"

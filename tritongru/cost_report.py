@@ -482,7 +482,7 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
     reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
     header = {"stacks_made_by": f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
                                 f"{gpu_name}, tritongru/cost_model.py)"}
-    document = _merged(plan, header)
+    document = _merged(plan, header, "stacks", {})
     limits = known_gpu(gpu_name).limits
     provenance = _provenance()
     for dtype in dtypes:
@@ -504,28 +504,27 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
                     layer_by_layer = layer_by_layer_row(shape, dtype, gpu_name, mode).total_us
                     best_us, best = min(ranked, default=(float("inf"), 0))
                     key = stack_key(dtype.itemsize, mode != "inference", layers, H, B)
-                    document = _merged(plan, header, "stacks", key, {
+                    document = _merged(plan, header, "stacks", {key: {
                         "block_h": best if best_us < layer_by_layer else 0,
                         "modelled_call_us": round(min(best_us, layer_by_layer), 1),
                         "layer_by_layer_us": round(layer_by_layer, 1),
                         "ranked": [{"block_h": w, "modelled_call_us": round(us, 1)} for us, w in sorted(ranked)],
                         **provenance,
-                    })
+                    }})
                     log(f"{key}: " + (", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
                                       or "no slice width keeps both matrices on chip, fits and spills nothing")
                         + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
     return document
 
 
-def _merged(plan: Path, header: dict, section: str | None = None, key: str | None = None, entry: dict | None = None) -> dict:
-    """The table at ``plan`` with ``header`` and, under ``section``, ``key``'s ``entry``, written back.
-    It is re-read under its lock for every entry, so that searches of different shapes writing one
-    table at once (one process per dtype, say) keep each other's entries."""
+def _merged(plan: Path, header: dict, section: str, entries: dict) -> dict:
+    """The table at ``plan`` with ``header`` and ``entries`` (key -> entry) under ``section``,
+    written back. It is re-read under its lock for every entry, so that searches of different
+    shapes writing one table at once (one process per dtype, say) keep each other's entries."""
     with tuned.exclusive(plan):
         document = json.loads(plan.read_text()) if plan.exists() else {"format": PLAN_FORMAT, "version": 1, "entries": {}}
         document.update(header)
-        if section is not None:
-            document.setdefault(section, {})[key] = entry
+        document.setdefault(section, {}).update(entries)
         tuned.write_document(plan, document)
     return document
 
@@ -585,7 +584,7 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
     kinds = kinds or KINDS
     header = dict(arch=gpu_named(gpu_name).arch, model=gpu_name, triton=triton.__version__, **_provenance(),
                   made_by="python -m tritongru cost-report --search (model figures, tritongru/cost_model.py)")
-    document = _merged(plan, header)
+    document = _merged(plan, header, "entries", {})
     for dtype in dtypes:
         for H in hidden:
             for B in sorted({batch_class(b) for b in batch}):
@@ -595,10 +594,10 @@ def search(hidden, batch, dtypes, gpu_name: str, plan: Path, kinds=None, log=pri
                         log(f"  {kind} h{H} b{B} {dtype}: no candidate fits; the default tiles stay")
                         continue
                     best, row = ranked[0]
-                    document = _merged(plan, header, "entries", plan_key(dtype.itemsize, kind, H, B), {
+                    document = _merged(plan, header, "entries", {plan_key(dtype.itemsize, kind, H, B): {
                         **dataclasses.asdict(best), "modelled_step_us": round(row.step_us, 3), "bound": row.bound,
                         "ranked": [{**dataclasses.asdict(t), "modelled_step_us": round(r.step_us, 3)} for t, r in ranked],
-                    })
+                    }})
                     log(f"{plan_key(dtype.itemsize, kind, H, B)}: {row.config} {row.step_us:.2f} us (model)")
     log(f"against the default tiles: {table_gain(document)}")
     return document

@@ -75,7 +75,7 @@ def _(gx, w_hh, b_hn, h0, lengths, reverse, save):
 def gru_recurrence_backward(
     dy: Tensor, dh_n: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor, lengths: Optional[Tensor], reverse: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(dgx, dgh, dh0)`` of one layer in ``D`` directions; see :func:`tritongru.kernels.gru_backward`."""
+    """``(dgx, dgh, dh0)`` of one layer in ``D`` directions; see :func:`tritongru.kernels.gru_backward.gru_backward`."""
     dy, dh_n, w_hh = dy.contiguous(), dh_n.contiguous(), w_hh.contiguous()
     precision = _compat.fp32_dot_precision()
     return _run_planned(dy, w_hh, True, True,
@@ -164,7 +164,7 @@ def gru_stack(
     masks: Optional[Tensor], save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Every layer of a unidirectional stack in one launch: ``(y, h_n, hs, gates)``, see
-    :func:`tritongru.kernels.gru_stack_forward` (``y`` holds every layer's output when ``save``);
+    :func:`tritongru.kernels.gru_forward.gru_stack_forward` (``y`` holds every layer's output when ``save``);
     layer by layer where no plan of that launch fits, found before anything runs."""
     L, H3, H = w_hh.shape
     T, B = gx.shape[:2]
@@ -216,7 +216,7 @@ def gru_stack_backward_op(
     masks: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dgx, dgh, dh0)`` of every layer of a stack, (L, T, B, 3H) twice and (L, B, H): in one
-    launch (:func:`tritongru.kernels.gru_stack_backward`), or, where no plan of it keeps its weights
+    launch (:func:`tritongru.kernels.gru_backward.gru_stack_backward`), or, where no plan of it keeps its weights
     on chip, layer by layer from the top through the one-layer backward kernel."""
     dy, dh_n, w_ih, w_hh = dy.contiguous(), dh_n.contiguous(), w_ih.contiguous(), w_hh.contiguous()
     masks = None if masks is None else masks.contiguous()
