@@ -10,8 +10,8 @@ Memory is sequentially consistent here, unlike a GPU's: this checks the protocol
 step, who waits for whom, the timeout), not the fences, which only a GPU can check.
 
 Waits are bounded by the host's clock under the interpreter (``kernels/barrier.py``). It works by
-patching two interpreter internals (the builder's program index and the launch's call
-of the kernel body); ``test_concurrent_interpreter.py`` checks that the patch still takes on the
+patching interpreter internals (the builder's program index, the launch's call of the kernel body,
+and a lock around the two steps that touch a device function's module globals); ``test_concurrent_interpreter.py`` checks that the patch still takes on the
 installed Triton.
 """
 
@@ -25,6 +25,19 @@ import threading
 from triton.runtime import interpreter
 
 _local = threading.local()
+# The first call of a device function copies the interpreter's names into its module's globals
+# (FunctionRewriter._compile_and_exec) while another program's thread may be iterating the same
+# globals (_patch_lang): "dictionary changed size during iteration". One lock serialises the two.
+_rewriting = threading.RLock()
+
+
+def _serialised(fn):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with _rewriting:
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _get_grid_idx(builder):
@@ -72,14 +85,19 @@ def concurrent_programs():
     """Within this context, interpreted launches run all their programs concurrently."""
     builder_type = type(interpreter.interpreter_builder)
     executor_init = interpreter.GridExecutor.__init__
+    patch_lang, compile_and_exec = interpreter._patch_lang, interpreter.FunctionRewriter._compile_and_exec
 
     def init(self, fn, *args, **kwargs):
         executor_init(self, _ConcurrentBody(fn), *args, **kwargs)
 
     builder_type.grid_idx = property(_get_grid_idx, _set_grid_idx)
     interpreter.GridExecutor.__init__ = init
+    interpreter._patch_lang = _serialised(patch_lang)
+    interpreter.FunctionRewriter._compile_and_exec = _serialised(compile_and_exec)
     try:
         yield
     finally:
         interpreter.GridExecutor.__init__ = executor_init
+        interpreter._patch_lang = patch_lang
+        interpreter.FunctionRewriter._compile_and_exec = compile_and_exec
         del builder_type.grid_idx
