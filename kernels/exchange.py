@@ -17,14 +17,19 @@ has read every program's state of step ``s + 1``, and each program publishes tha
 read its slot ``s``. A reader of slot ``s % 2`` therefore sees tag ``s - 2`` (or the initial zeros)
 or ``s``, never a later one, so 16-bit tags that wrap around are unambiguous.
 
-A stack's launch passes each layer's states (forward) or ``dgx`` (backward) on to the next layer
-through a ring of :func:`ring_slots` slots per layer: step ``s`` goes to slot ``s % R`` with tag
-``s``. Its own layer is at most one step behind the writer, as above, but the layer that reads it
-can fall any number of steps behind, so the writer may not overwrite step ``s - R`` before that
-reader is done with it: the reading programs of the same rows count each step they finish on one
-counter (:func:`report_progress`), and a writer about to overwrite waits until the count says all
-of them are past it (:func:`wait_for_progress`). A slot then holds step ``s - R`` or ``s`` when step ``s`` is awaited,
-so its 16-bit tags are unambiguous for any T.
+A stack's launch exchanges two ways. The slices of one layer pass each other its state as above
+(the own layer's exchange is the critical path of every step). A layer passes its state (forward)
+or ``dgx`` (backward) on to the next layer as plain values where the launch stores them anyway (the
+forward's saved states, or its ring of :func:`ring_slots` steps in inference; the backward's
+``dgx``), and then releases a flag per hidden slice and batch tile: the steps that slice has
+finished (:func:`release_steps`). The reader acquires the flags of all the slices it needs
+(:func:`wait_released`) and then loads the values once, with no tag to check or strip: half the
+bytes of tagged words and far fewer instructions, for two more round trips on a path that is
+not critical (the layer below runs ahead of the one reading it, so its states are usually
+released before they are needed). The forward's writer may not overwrite step ``s - R`` of its
+ring before the layer above is done with it: the reading programs of the same rows count each
+step they finish on one counter (:func:`report_progress`), and a writer about to overwrite waits
+until the count says all of them are past it (:func:`wait_for_progress`).
 
 A wait is bounded like the barrier's: past ``timeout_us`` a program raises the shared error word,
 every waiting program sees it and stops waiting, and the host raises after the launch.
@@ -68,26 +73,11 @@ def pack_initial(h0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def ring_slots(steps: int) -> int:
-    """Slots a stack's launch keeps of each layer's tagged words over ``steps`` steps: a ring of
+    """Slots a stack's inference keeps of each layer's states over ``steps`` steps: a ring of
     :data:`RING_SLOTS` on a GPU. Triton's interpreter runs programs one after another, each to the
     end, so there a layer runs all its steps before the layer reading it starts: every step keeps
     its slot and no writer ever waits."""
     return steps if INTERPRET else min(steps, RING_SLOTS)
-
-
-def ring_tags_unambiguous(slots: int, dtype: torch.dtype) -> bool:
-    """Whether a ring of ``slots`` slots tags ``dtype``'s words unambiguously: 16-bit tags wrap at
-    65536, and a slot not yet written holds tag 0, which step 65536 would take for its own."""
-    return dtype.itemsize > 2 or slots <= 0xFFFF
-
-
-def checked_ring_slots(steps: int, dtype: torch.dtype) -> int:
-    """:func:`ring_slots` for a launch, refused where its tags would be ambiguous."""
-    slots = ring_slots(steps)
-    if not ring_tags_unambiguous(slots, dtype):
-        raise ValueError(f"a stack's ring of {slots} steps of {dtype} words tags them in 16 bits: at most 65535 "
-                         f"steps, got {steps}")
-    return slots
 
 
 def progress_counters(layers: int, slices: int, programs: int, steps: int, device: torch.device) -> torch.Tensor:
@@ -97,6 +87,12 @@ def progress_counters(layers: int, slices: int, programs: int, steps: int, devic
         raise ValueError(f"a stack counts steps x hidden slices in int32: {steps} x {slices} is too many; "
                          "split the sequence")
     return torch.zeros((layers, programs // slices), dtype=torch.int32, device=device)
+
+
+def release_flags(layers: int, b_tiles: int, slices: int, device: torch.device) -> torch.Tensor:
+    """The int32 flags of a stack's launch, one per layer, batch tile and hidden slice: the steps
+    whose values that slice has released to the next layer."""
+    return torch.zeros((layers, b_tiles, slices), dtype=torch.int32, device=device)
 
 
 @triton.jit
@@ -217,3 +213,52 @@ def wait_for_progress(p_count, needed, seen, p_error, timeout_us):
         # Every thread's stores after the wait come after the thread that acquired.
         tl.debug_barrier()
     return seen
+
+
+
+if INTERPRET:
+    @triton.jit
+    def _load_acquire(p_words, offs, mask):
+        """The interpreter's stand-in (it runs no inline PTX, and its loads are sequentially consistent)."""
+        return tl.load(p_words + offs, mask=mask, other=0, volatile=True)
+else:
+    @triton.jit
+    def _load_acquire(p_words, offs, mask):
+        """``ld.acquire.gpu`` of the int32 words ``p_words[offs]`` where ``mask`` holds (0 elsewhere):
+        Triton's loads take no memory order, and acquiring atomics would queue every reader of a
+        flag behind one another in L2. Masked lanes read the first word, which exists."""
+        words = tl.inline_asm_elementwise(
+            "ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [p_words + tl.where(mask, offs, 0)],
+            dtype=tl.int32, is_pure=False, pack=1,
+        )
+        return tl.where(mask, words, 0)
+
+
+@triton.jit
+def _behind(p_flags, offs, mask, steps):
+    return tl.max(tl.where(mask & (_load_acquire(p_flags, offs, mask) < steps), 1, 0), axis=0) != 0
+
+
+@triton.jit
+def wait_released(p_flags, slices, steps, p_error, timeout_us, SLICES: tl.constexpr):
+    """Wait until each of the ``slices`` flags ``p_flags[0:slices]`` (``SLICES``, a power of two,
+    at least as many) says its slice has released ``steps`` steps; the values stored before those
+    releases can then be loaded with plain (``.cg``) loads."""
+    offs = tl.arange(0, SLICES)
+    mask = offs < slices
+    behind = _behind(p_flags, offs, mask, steps)
+    deadline = wait_deadline(timeout_us)
+    while behind:
+        behind = _behind(p_flags, offs, mask, steps) & ~stall_reported(p_error, deadline)
+    # Each thread acquired some of the flags; the CTA barrier orders all of them before every
+    # thread's loads of the values.
+    tl.debug_barrier()
+
+
+@triton.jit
+def release_steps(p_flag, steps, publish):
+    """Say (where ``publish``) that this program's slice has stored the values of ``steps`` steps:
+    one release store, by one thread. The caller puts a CTA barrier between every thread's stores
+    and this (the barrier that ends the phase that stored them), which makes them the releasing
+    thread's to release."""
+    tl.atomic_xchg(p_flag, steps, mask=publish, sem="release", scope="gpu")

@@ -1,7 +1,7 @@
 """The persistent GRU backward: one launch runs the whole sequence of one layer in reverse time, for
 one direction or both (``num_dirs`` groups of programs, as in the forward), or of every layer of a
 unidirectional stack (``STACK``: the groups are layers, the top one leading; a layer's dy at time t
-is the layer above's dgx for t through that layer's W_ih, polled as tagged words).
+is the layer above's dgx for t through that layer's W_ih, read once the layer above has released it).
 
 Per step and row, with ``dh`` the gradient reaching ``h_t`` (output gradient plus what step t+1
 carried back)::
@@ -28,8 +28,8 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    checked_ring_slots, next_slot, pack_tagged, progress_counter, progress_counters, publish_tagged, report_progress,
-    step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
+    pack_tagged, publish_tagged, release_flags, release_steps, step_tag, unpack_tagged, wait_released,
+    wait_tagged_chunks, word_dtype,
 )
 from .settings import barrier_timeout_us
 from .launch import (
@@ -53,15 +53,13 @@ def gru_bwd_persistent_kernel(
     p_sync,  # (2,) int32 barrier counter and error word
     p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
     p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
-    p_gxbuf,  # STACK: (D, gx_slots, B, 3H) int32/int64 dgx with its step tags, for the layer below: a ring
-    p_progress,  # STACK: (D, batch groups) int32 steps the slices of each group of rows of layers ..L-2 finished
+    p_released,  # STACK: (D, num_b_tiles, slices) int32 steps of dgx each slice has released to the layer below
     T,
     B,
     H,
     num_b_tiles,
     num_programs,  # per direction (per layer when STACK)
     num_dirs,  # groups of programs: directions, or layers when STACK
-    gx_slots,  # STACK: slots of each layer's ring in p_gxbuf
     timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
     STACK: tl.constexpr,  # the groups are the layers of a unidirectional stack, the top one leading
     DROPOUT: tl.constexpr,
@@ -79,6 +77,7 @@ def gru_bwd_persistent_kernel(
     SPLIT_N: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
+    SLICES: tl.constexpr,  # STACK: the hidden slices of a layer, rounded up to a power of two
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
@@ -97,8 +96,8 @@ def gru_bwd_persistent_kernel(
     p_dstate += direction * B * H
     p_xbuf += dir64 * 2 * B * 3 * H
     if STACK:
-        # The top layer reads dy; the layers below take it from the layer above's dgx (tagged
-        # words, a ring per layer) times that layer's W_ih, by the dropout mask between them.
+        # The top layer reads dy; the layers below take it from the layer above's dgx (where this
+        # launch writes it) times that layer's W_ih, by the dropout mask between them.
         col_dy = dir64 * 0
         row_dy = H
         col_dgx = dir64 * T * B * 3 * H  # every layer's dgx, (L, T, B, 3H)
@@ -107,15 +106,11 @@ def gru_bwd_persistent_kernel(
         above = tl.minimum(direction, num_dirs - 2)  # index of W_ih of layer direction + 1
         p_wih += tl.cast(above, tl.int64) * 3 * H * H
         p_mask += tl.cast(above, tl.int64) * T * B * H
-        p_gx_own = p_gxbuf + dir64 * gx_slots * B * 3 * H
-        p_gx_above = p_gx_own + tl.cast(gx_slots, tl.int64) * B * 3 * H
-        # A layer's ring is read by the layer below: before overwriting a slot, a layer waits until
-        # the programs below of the same rows are done with it (kernels/exchange.py).
+        step0_above = (dir64 + 1) * T  # the layer above's first step of dgx
+        # Each step of dgx has its own place, never overwritten: no ring, no writer waits.
         slices = tl.cdiv(H, BLOCK_H)
-        p_count_own = progress_counter(p_progress, direction, num_programs, pid, slices)
-        p_count_below = progress_counter(p_progress, tl.maximum(direction - 1, 0), num_programs, pid, slices)
-        seen_below = tl.zeros((), tl.int32)
-        ring = tl.zeros((), tl.int32)  # this reverse step's slot
+        p_released_above = p_released + (above + 1) * num_b_tiles * slices
+        p_released += direction * num_b_tiles * slices
     else:
         col_dy = dir64 * H  # this direction's columns in a row of dy
         col_dgx = dir64 * 3 * H
@@ -141,26 +136,20 @@ def gru_bwd_persistent_kernel(
         p_x = p_xbuf + tl.cast(rev_step % 2, tl.int64) * B * 3 * H
         tag = step_tag(rev_step + 1, WORD)
         if STACK:
-            p_gx_slot = tl.cast(ring, tl.int64) * B * 3 * H
-            if direction > 0:
-                # dgx of this step replaces that of reverse step rev_step - gx_slots, which the layer
-                # below reads in that step.
-                seen_below = wait_for_progress(p_count_below, (rev_step + 1 - gx_slots) * slices, seen_below, p_sync + 1,
-                                               timeout_us)
             if direction < num_dirs - 1:
                 # The gradient reaching this layer's output at time ``step``: what the layer above
-                # published of its dgx for that time, through its W_ih and the dropout mask.
+                # released of its dgx for that time, through its W_ih and the dropout mask.
+                p_dgx_above_t = p_dgx + (step0_above + step) * B * 3 * H
                 for tile in range(pid, num_tiles, num_programs):
                     j0 = (tile % num_h_tiles) * BLOCK_H
                     offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
                     offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
                     acc = tl.zeros((S, BLOCK_B, NS), ACC)
-                    b_words = wait_tagged_chunks(
-                        p_gx_above + p_gx_slot, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1, timeout_us, NUM_K, BLOCK_K,
-                        SPLIT_K,
-                    )
+                    wait_released(p_released_above + (tile // num_h_tiles) * slices, slices, rev_step + 1, p_sync + 1,
+                                  timeout_us, SLICES)
                     for c in tl.static_range(NUM_K):
-                        b_dgx = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
+                        b_dgx = spread_rows(load_row_chunk(p_dgx_above_t, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K),
+                                            BLOCK_B, SPLIT_N)
                         acc = mma(b_dgx, w_ih[c], acc, PRECISION, ACC)
                     mask = (offs_b < B)[None, :, None] & (offs_j < H)
                     b_dx = split_sum(acc, SPLIT_K, SPLIT_N, ROWS)
@@ -208,12 +197,6 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgx_t, da_r.to(dtype), mask=mask)
             tl.store(p_dgx_t + H, da_z.to(dtype), mask=mask)
             tl.store(p_dgx_t + 2 * H, da_n.to(dtype), mask=mask)
-            if STACK:  # for the layer below (layer 0's dgx only leaves the kernel)
-                p_gx_t = p_gx_own + p_gx_slot + offs_g
-                publish = tl.where(direction > 0, mask, False)
-                publish_tagged(p_gx_t, pack_tagged(da_r.to(dtype), tag, WORD), publish)
-                publish_tagged(p_gx_t + H, pack_tagged(da_z.to(dtype), tag, WORD), publish)
-                publish_tagged(p_gx_t + 2 * H, pack_tagged(da_n.to(dtype), tag, WORD), publish)
             dgh_r, dgh_z, dgh_n = da_r.to(dtype), da_z.to(dtype), (da_n * r).to(dtype)
             tl.store(p_dgh_s + offs_g, dgh_r, mask=mask)
             tl.store(p_dgh_s + offs_g + H, dgh_z, mask=mask)
@@ -226,6 +209,9 @@ def gru_bwd_persistent_kernel(
         # Every slice of dgh_t is published before any program multiplies it by W_hh (with ready
         # flags, the polls below wait for it; this only orders the program's own accesses).
         grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
+        if STACK:  # dgx of this step is stored: the layer below may read it (layer 0 has none below)
+            for tile in range(pid, num_tiles, num_programs):
+                release_steps(p_released + tile, rev_step + 1, direction > 0)
         for tile in range(pid, num_tiles, num_programs):
             j0 = (tile % num_h_tiles) * BLOCK_H
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
@@ -253,10 +239,6 @@ def gru_bwd_persistent_kernel(
             tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)
         # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
         tl.debug_barrier()
-        if STACK:
-            if direction < num_dirs - 1:  # done with the layer above's dgx of this step
-                report_progress(p_count_own)
-            ring = next_slot(ring, gx_slots)
 
 
 def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
@@ -274,14 +256,14 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     xbuf = torch.zeros((D, 2, B, 3 * H), dtype=word_dtype(dtype), device=device) if flags else sync
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
-        # No layers: W_ih, the dropout masks, the layers' dgx words and their progress are never read.
-        w_hh, sync, xbuf, sync,
-        T, B, H, config.num_b_tiles(B), config.num_programs, D, 1, barrier_timeout_us(),
+        # No layers: W_ih, the dropout masks and the release flags are never read.
+        w_hh, sync, sync,
+        T, B, H, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    constexprs.update(STACK=False, DROPOUT=False)
+    constexprs.update(STACK=False, DROPOUT=False, SLICES=1)
     return Launch(gru_bwd_persistent_kernel, args, constexprs, config, D, config.grid_synchronised(H)), (dgx, dgh, dstate)
 
 
@@ -294,7 +276,6 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     if not config.resident:
         raise ValueError("a stack's backward in one launch needs resident weights")
     dtype, device = hs.dtype, hs.device
-    slots = checked_ring_slots(T, dtype)
     dgx = empty_output((L, T, B, 3 * H), dtype, device)
     dgh = empty_output((L, T, B, 3 * H), dtype, device)
     dstate = accumulator_state(dh_n)
@@ -302,17 +283,17 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     word = word_dtype(dtype)
     # Zeros: tag 0, which no reverse step takes for its own (tags count from 1).
     xbuf = torch.zeros((L, 2, B, 3 * H), dtype=word, device=device)
-    gxbuf = torch.zeros((L, slots, B, 3 * H), dtype=word, device=device)
-    progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device)
+    released = release_flags(L, config.num_b_tiles(B), config.num_h_tiles(H), device)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
-        w_ih, masks if masks is not None else sync, gxbuf, progress,
-        T, B, H, config.num_b_tiles(B), config.num_programs, L, slots, barrier_timeout_us(),
+        w_ih, masks if masks is not None else sync, released,
+        T, B, H, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=False, use_lengths=lengths is not None, precision=precision
     )
-    constexprs.update(STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False)
+    constexprs.update(STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False,
+                      SLICES=triton.next_power_of_2(config.num_h_tiles(H)))
     return Launch(gru_bwd_persistent_kernel, args, constexprs, config, L, True), (dgx, dgh, dstate)
 
 

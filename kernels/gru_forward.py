@@ -35,8 +35,9 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    checked_ring_slots, next_slot, pack_initial, pack_tagged, progress_counter, progress_counters, publish_tagged,
-    report_progress, step_tag, unpack_tagged, wait_for_progress, wait_tagged_chunks, word_dtype,
+    next_slot, pack_initial, pack_tagged, progress_counter, progress_counters, publish_tagged, release_flags,
+    release_steps, report_progress, ring_slots, step_tag, unpack_tagged, wait_for_progress, wait_released,
+    wait_tagged_chunks, word_dtype,
 )
 from .launch import (
     Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
@@ -65,8 +66,8 @@ def gru_fwd_persistent_kernel(
     p_bhn,  # (D, H) b_hh of the n gate
     p_len,  # (B,) int32 lengths, read when USE_LENGTHS
     p_hbuf,  # (D, hbuf_slots, B, H) states in the input dtype for the dots; slot 0 holds h0
-    p_xbuf,  # (D, xbuf_slots, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
-    # (STACK: each layer's ring, h_t in slot t % xbuf_slots)
+    # (STACK: each layer's states for the layer above, h_t in slot t % hbuf_slots: a ring in inference)
+    p_xbuf,  # (D, 2, B, H) int32/int64 states with their step tags, exchanged when FLAGS; slot 0 holds h0
     p_state,  # (D, B, H) running state in ACC, initialised with h0; holds h_n at the end
     p_y,  # (T, B, D x H) output, the directions side by side; STACK: (layers or 1, T, B, H)
     p_gates,  # (D, T, B, 4, H) r, z, n, W_hn h + b_hn per step, written when SAVE_GATES
@@ -75,16 +76,17 @@ def gru_fwd_persistent_kernel(
     p_bih,  # STACK: (D - 1, 3H) their input bias, b_hh of r and z folded in
     p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
     p_progress,  # STACK: (D, batch groups) int32 steps the slices of each group of rows of layers 1.. finished
+    p_released,  # STACK: (D, num_b_tiles, slices) int32 steps of hbuf each slice has released to the layer above
     T,
     B,
     H,
     hbuf_slots,
-    xbuf_slots,
     num_b_tiles,
     num_programs,  # per direction (per layer when STACK)
     num_dirs,  # groups of programs: directions, or layers when STACK
     timeout_us,  # how long one wait may last (not specialised: any value shares the compiled kernel)
     STACK: tl.constexpr,  # the groups are the layers of a unidirectional stack (see below)
+    RING: tl.constexpr,  # STACK: hbuf is a ring shorter than the sequence (inference), whose writers wait
     DROPOUT: tl.constexpr,
     REVERSE: tl.constexpr,  # direction 0 runs reversed (direction 1 runs the other way)
     USE_LENGTHS: tl.constexpr,
@@ -101,6 +103,7 @@ def gru_fwd_persistent_kernel(
     SPLIT_N: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
+    SLICES: tl.constexpr,  # STACK: the hidden slices of a layer, rounded up to a power of two
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
@@ -118,10 +121,7 @@ def gru_fwd_persistent_kernel(
     # Tensors without a time axis move to this direction's part once.
     p_w += dir64 * 3 * H * H
     p_bhn += direction * H
-    if STACK:
-        p_xbuf += dir64 * xbuf_slots * B * H
-    else:
-        p_xbuf += dir64 * 2 * B * H
+    p_xbuf += dir64 * 2 * B * H
     p_state += direction * B * H
     if STACK:
         # Layer 0 reads gx; layer l > 0 projects layer l - 1's states (its words in p_xbuf) itself.
@@ -136,16 +136,18 @@ def gru_fwd_persistent_kernel(
         below = tl.maximum(direction - 1, 0)
         p_wih += tl.cast(below, tl.int64) * 3 * H * H
         p_bih += below * 3 * H
-        p_x_below = p_xbuf - tl.cast(xbuf_slots, tl.int64) * B * H
         p_mask += tl.cast(below, tl.int64) * T * B * H
-        # A layer's ring is read by its own programs and the layer above's: before overwriting a
-        # slot, a layer waits until the programs above of the same rows are done with it
-        # (kernels/exchange.py). They count their steps on one word per group of rows.
+        # A layer's ring is read by the layer above: before overwriting a slot, a layer waits until
+        # the programs above of the same rows are done with it (kernels/exchange.py). They count
+        # their steps on one word per group of rows. Training keeps every step: nothing waits.
         slices = tl.cdiv(H, BLOCK_H)
         p_count_own = progress_counter(p_progress, direction, num_programs, pid, slices)
         p_count_above = progress_counter(p_progress, tl.minimum(direction + 1, num_dirs - 1), num_programs, pid, slices)
         seen_above = tl.zeros((), tl.int32)
         ring_in = tl.zeros((), tl.int32)  # the slot of h_step
+        releases = direction < num_dirs - 1  # the top layer has no reader above
+        p_released_below = p_released + below * num_b_tiles * slices
+        p_released += direction * num_b_tiles * slices
     else:
         col_gx = dir64 * 3 * H  # this direction's columns in a row of gx
         col_y = dir64 * H
@@ -170,20 +172,22 @@ def gru_fwd_persistent_kernel(
     DTYPE = p_hbuf.dtype.element_ty
     WORD = p_xbuf.dtype.element_ty
     for step in range(T):
-        p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
-        p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
-        if STACK:  # the ring: slot t % xbuf_slots holds h_t
-            ring_out = next_slot(ring_in, xbuf_slots)
-            p_x_in = p_xbuf + tl.cast(ring_in, tl.int64) * B * H
-            p_x_out = p_xbuf + tl.cast(ring_out, tl.int64) * B * H
-            if direction < num_dirs - 1:
-                # h_{step + 1} replaces h_{step + 1 - xbuf_slots}, which the layer above reads in
-                # its step step - xbuf_slots.
-                seen_above = wait_for_progress(p_count_above, (step + 1 - xbuf_slots) * slices, seen_above, p_sync + 1,
-                                               timeout_us)
+        if STACK:  # slot t % hbuf_slots holds h_t (the own layer's h_{t-1} comes as tagged words)
+            if RING:
+                ring_out = next_slot(ring_in, hbuf_slots)
+                if releases:
+                    # h_{step + 1} replaces h_{step + 1 - hbuf_slots}, which the layer above reads
+                    # in its step step - hbuf_slots.
+                    seen_above = wait_for_progress(p_count_above, (step + 1 - hbuf_slots) * slices, seen_above,
+                                                   p_sync + 1, timeout_us)
+            else:
+                ring_out = step + 1
+            p_h_out = p_hbuf + (slot0 + ring_out) * B * H
         else:
-            p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
-            p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
+            p_h_in = p_hbuf + (slot0 + step % hbuf_slots) * B * H
+            p_h_out = p_hbuf + (slot0 + (step + 1) % hbuf_slots) * B * H
+        p_x_in = p_xbuf + tl.cast(step % 2, tl.int64) * B * H
+        p_x_out = p_xbuf + tl.cast((step + 1) % 2, tl.int64) * B * H
         for tile in range(pid, num_tiles, num_programs):
             j0 = (tile % num_h_tiles) * BLOCK_H
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
@@ -203,13 +207,11 @@ def gru_fwd_persistent_kernel(
                 # the n gate keeps its own, since r scales only the recurrent part.
                 acc_xn = tl.zeros((S, BLOCK_B, NS), ACC)
                 if direction > 0:
-                    b_words = wait_tagged_chunks(
-                        p_x_below + tl.cast(ring_out, tl.int64) * B * H, offs_b, H, B, H,
-                        step_tag(step + 1, WORD),
-                        p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
-                    )
+                    wait_released(p_released_below + (tile // num_h_tiles) * slices, slices, step + 1, p_sync + 1,
+                                  timeout_us, SLICES)
+                    p_h_below = p_hbuf + (slot0 - hbuf_slots + ring_out) * B * H
                     for c in tl.static_range(NUM_K):
-                        b_x = unpack_tagged(b_words[c], DTYPE)
+                        b_x = load_row_chunk(p_h_below, offs_b, c, H, B, H, BLOCK_K, SPLIT_K)
                         if DROPOUT:
                             p_mask_t = p_mask + tl.cast(step, tl.int64) * B * H
                             b_x = b_x * load_row_chunk(p_mask_t, offs_b, c, H, B, H, BLOCK_K, SPLIT_K)
@@ -268,8 +270,8 @@ def gru_fwd_persistent_kernel(
             tl.store(p_state + offs_bh, h_new, mask=mask)
             if FLAGS:
                 publish_tagged(p_x_out + offs_bh, pack_tagged(h_new.to(DTYPE), step_tag(step + 1, WORD), WORD), mask)
-            if SAVE_GATES or not FLAGS:
-                # The saved states of training, or the barrier's exchange.
+            if SAVE_GATES or STACK or not FLAGS:
+                # The saved states of training, the layer above's input, or the barrier's exchange.
                 tl.store(p_h_out + offs_bh, h_new.to(DTYPE), mask=mask)
             b_y = tl.where(valid3, h_new, 0.0)
             p_y_t = p_y + (t3 * B * row_y + col_y) + b3 * row_y + offs_j
@@ -289,7 +291,10 @@ def gru_fwd_persistent_kernel(
         # (ready flags, or one program per batch tile) it only orders this program's own stores
         # before its next loads.
         grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
-        if STACK:
+        if STACK:  # h_{step + 1} is in hbuf: the layer above may read it
+            for tile in range(pid, num_tiles, num_programs):
+                release_steps(p_released + tile, step + 1, releases)
+        if RING:
             if direction > 0:  # done with layer direction - 1's h_{step + 1}
                 report_progress(p_count_own)
             ring_in = ring_out
@@ -317,14 +322,15 @@ def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, confi
     gates = empty_output((D, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        w_hh, b_hn, sync, sync,  # no layers above: W_ih, its bias, the dropout masks and progress are never read
-        T, B, H, slots, 2, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
+        # No layers above: W_ih, its bias, the dropout masks, progress and release flags are never read.
+        w_hh, b_hn, sync, sync, sync,
+        T, B, H, slots, config.num_b_tiles(B), config.num_programs, D, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
     launch = Launch(
-        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save, STACK=False, DROPOUT=False), config, D,
+        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save, STACK=False, RING=False, DROPOUT=False, SLICES=1), config, D,
         config.grid_synchronised(H),
     )
     return launch, (y, state, hbuf, gates)
@@ -340,26 +346,29 @@ def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: b
     config.validate(H, B, dtype, directions=1)
     if not config.resident:
         raise ValueError("a stack in one launch needs resident weights (each program polls all its chunks at once)")
-    slots = checked_ring_slots(T + 1, dtype)
     sync = new_sync_word(device)
-    hbuf = empty_output((L, T + 1 if save else 2, B, H), dtype, device)
+    # Each layer's states for the layer above: every step in training (the backward reads them), a
+    # ring in inference.
+    hbuf = empty_output((L, T + 1 if save else ring_slots(T + 1), B, H), dtype, device)
     hbuf[:, 0].copy_(h0)
-    # Each layer's ring of tagged states. Zeros are tag 0, which only h0's slot carries.
-    xbuf = torch.zeros((L, slots, B, H), dtype=word_dtype(dtype), device=device)
+    # The slices of a layer exchange its state as tagged words, as in one layer's launch.
+    xbuf = torch.zeros((L, 2, B, H), dtype=word_dtype(dtype), device=device)
     xbuf[:, 0].copy_(pack_initial(h0, dtype))
     progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device)
+    released = release_flags(L, config.num_b_tiles(B), config.num_h_tiles(H), device)
     state = accumulator_state(h0)
     y = empty_output((L if save else 1, T, B, H), dtype, device)
     gates = empty_output((L, T, B, 4, H), dtype, device) if save else gx.new_empty(0)
     args = (
         gx, w_hh, b_hn, lengths if lengths is not None else state, hbuf, xbuf, state, y, gates, sync,
-        w_ih, b_ih, masks if masks is not None else sync, progress,
-        T, B, H, hbuf.shape[1], slots, config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
+        w_ih, b_ih, masks if masks is not None else sync, progress, released,
+        T, B, H, hbuf.shape[1], config.num_b_tiles(B), config.num_programs, L, barrier_timeout_us(),
     )
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=False, use_lengths=lengths is not None, precision=precision
     )
-    constexprs.update(SAVE_GATES=save, STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False)
+    constexprs.update(SAVE_GATES=save, STACK=True, RING=hbuf.shape[1] < T + 1, DROPOUT=masks is not None, FLAGS=True,
+                      BARRIER=False, SLICES=triton.next_power_of_2(config.num_h_tiles(H)))
     return Launch(gru_fwd_persistent_kernel, args, constexprs, config, L, True), (y, state, hbuf, gates)
 
 

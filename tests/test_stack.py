@@ -17,7 +17,6 @@ import triton
 import tritongru
 from tritongru import dispatch, ops
 from tritongru.dispatch import Problem, force_config, heuristic_config
-from tritongru.kernels import exchange
 from tritongru.kernels.launch import PersistentConfig
 from tritongru.kernels.limits import arch_limits
 
@@ -86,23 +85,30 @@ def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launche
 
 @pytest.mark.parametrize("slots", [2, 3], ids=["ring2", "ring3"])
 def test_rings_shorter_than_the_sequence_make_the_layer_below_wait(slots, monkeypatch, patient_waits):
-    """Each layer's ring of 2 or 3 slots over 9 steps, two slices a layer, every program in its own
-    thread: the layer that writes a ring (below in the forward, above in the backward) runs
-    ahead until it would overwrite a step the reading layer has not taken, and waits there. A
-    writer that did not wait would overwrite words before they were read: a stall or a wrong
-    result."""
+    """Inference keeps each layer's states for the layer above in a ring of 2 or 3 slots over 9
+    steps (three layers, two slices a layer, every program in its own thread): the layer below
+    runs ahead until it would overwrite a state the layer above has not taken, and waits there.
+    A writer that did not wait would overwrite values before they were read: a wrong result."""
     rings = []
-    monkeypatch.setattr(exchange, "ring_slots", lambda steps: min(steps, slots))
-    for module, name in ((forward_module, "p_xbuf"), (backward_module, "p_gxbuf")):
-        launch_persistent = module.launch_persistent
+    monkeypatch.setattr(forward_module, "ring_slots", lambda steps: min(steps, slots))
+    launch_persistent = forward_module.launch_persistent
 
-        def record(launch, launch_persistent=launch_persistent, name=name):
-            rings.append(tuple(launch.arg(name).shape[:2]))
-            return launch_persistent(launch)
+    def record(launch):
+        rings.append(tuple(launch.arg("p_hbuf").shape[:2]))
+        return launch_persistent(launch)
 
-        monkeypatch.setattr(module, "launch_persistent", record)
-    check_kernels_against_float64(3, 24, 4, 9, torch.float32, 2e-5, seed=7, concurrent=True, config=_sliced(24, 4))
-    assert rings == [(3, slots), (3, slots)], "one launch each way, on rings"
+    monkeypatch.setattr(forward_module, "launch_persistent", record)
+    torch.manual_seed(7)
+    gru = torch.nn.GRU(5, 24, 3)
+    params = [p.detach() for p in gru._flat_weights]
+    x, h0 = torch.randn(9, 4, 5), torch.randn(3, 4, 24)
+    y_ref, h_ref = tritongru.gru_reference(x.double(), h0.double(), [p.double() for p in params], num_layers=3,
+                                           bidirectional=False)
+    with concurrent_programs(), force_config(_sliced(24, 4)):
+        y, h_n = tritongru.gru(x, h0, params, num_layers=3, bidirectional=False, backend="triton")
+    assert rings == [(3, slots)], "one launch, on rings"
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(h_n.double(), h_ref, rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("layers", [4, 6])

@@ -14,8 +14,9 @@ Counting conventions (the model's, stated once):
   inside it once, so a wait costs the poll before its loop and one more inside (a reader usually
   arrives before the last producer's store, so its first poll finds a stale word). Both sides of a
   run-time branch are counted (the kernels branch at run time only around scalar bookkeeping), so
-  a stack's wait for the layer reading its ring, which runs about one step in ``RING_SLOTS - 2``,
-  counts every step: an upper bound.
+  a stack's wait for the layer reading its ring, which runs about one step in ``RING_SLOTS - 2``
+  (never in training), counts every step: an upper bound; so does the second poll of its flags
+  released by the layer below, which runs ahead and has usually released them already.
 * Every warp of a program executes the same instructions, so per-SM figures are per-warp figures
   times the number of warps. A predicated-off instruction still counts: it is issued.
 * Shared-memory bytes are what the instructions move: ``LDSM.x4`` 512 B a warp, ``LDS.128`` 32

@@ -30,7 +30,6 @@ from . import tuned
 from ._compat import INTERPRET
 from .errors import PlanError
 from .hardware import KNOWN_GPUS
-from .kernels.exchange import ring_slots, ring_tags_unambiguous
 from .kernels.launch import DoesNotFit, PersistentConfig, Spills, device_name, refusing_spills, resident_bytes_per_weight
 from .kernels.limits import DeviceLimits, device_limits
 
@@ -547,17 +546,13 @@ def plan_layer(hidden: int, batch: int, dtype: torch.dtype, training: bool, bidi
 
 
 def plan_stack(hidden: int, batch: int, dtype: torch.dtype, training: bool, layers: int,
-               device: torch.device, seq_len: int | None = None) -> LaunchPlan | None:
+               device: torch.device) -> LaunchPlan | None:
     """The plan of one launch running every layer of a unidirectional stack, or None where it does
     not apply and the layers run one launch each: fewer than two layers, fp64 (no atomic word holds
     a value and its tag), a stack whose weights (W_ih and W_hh) do not stay on chip with one
-    program per SM or whose launch was found to fit no plan (:func:`run_planned`), one of 16-bit
-    states whose rings of ``seq_len`` steps would wrap their 16-bit tags (only under the
-    interpreter, whose rings keep every step), or a shape where the plan table's model ranked one
-    launch per layer cheaper (:func:`planned_stack`)."""
+    program per SM or whose launch was found to fit no plan (:func:`run_planned`), or a shape where
+    the plan table's model ranked one launch per layer cheaper (:func:`planned_stack`)."""
     if layers < 2 or dtype.itemsize > 4 or _separate_layers:
-        return None
-    if seq_len is not None and not ring_tags_unambiguous(ring_slots(seq_len + 1), dtype):
         return None
     problem = Problem(hidden, batch, dtype, training, layers=layers)
     if stack_refused(problem, device, backward=False):

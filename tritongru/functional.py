@@ -177,7 +177,7 @@ def _gru_kernels(input, hx, params, num_layers, bidirectional, has_biases, batch
     save = _needs_grad([input, hx, *params])
     masks = _dropout_masks(x, num_layers, num_dirs * H, dropout, training)
     if not bidirectional:
-        if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device, seq_len=T) is not None:
+        if dispatch.plan_stack(H, B, x.dtype, save, num_layers, x.device) is not None:
             output, h_n = _stack(x, hx, params, num_layers, per_dir, H, lengths, masks, save)
             return (output.transpose(0, 1) if batch_first else output), h_n
     per_launch = dispatch.plan_layer(H, B, x.dtype, save, bidirectional, x.device).problem.directions
