@@ -124,7 +124,7 @@ def gru_fwd_persistent_kernel(
     p_xbuf += dir64 * 2 * B * H
     p_state += direction * B * H
     if STACK:
-        # Layer 0 reads gx; layer l > 0 projects layer l - 1's states (its words in p_xbuf) itself.
+        # Layer 0 reads gx; layer l > 0 projects layer l - 1's states (its part of p_hbuf) itself.
         # Only the top layer's output is the result; with SAVE_GATES every layer's is kept.
         col_gx = dir64 * 0
         row_gx = 3 * H
