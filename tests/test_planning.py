@@ -212,15 +212,14 @@ def test_a_forced_configuration_runs_as_it_is_spills_and_all(on_a_gpu):
 
 
 def test_slices_of_default_tiles_cap_registers_for_one_program_per_sm():
-    """Off the plan tables (the architectures no search has ranked tiles for yet)
+    """Off the plan tables (the architecture no search has ranked tiles for yet, sm_100)
     slices cap registers at 255: ptxas otherwise aims at several programs per SM and spills
     resident tiles (compile-report, sm_80-sm_120); a program holding all of W_hh is left to ptxas."""
-    for gpu in ("b200", "rtx5090"):
-        limits = known_gpu(gpu).limits
-        sliced = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), limits)
-        assert sliced.max_registers == 255 and sliced.num_h_tiles(512) > 1 and sliced.num_programs <= limits.sms
-        whole = dispatch.heuristic_config(Problem(64, 16, torch.bfloat16, False), limits)
-        assert whole.num_h_tiles(64) == 1 and whole.max_registers is None
+    limits = known_gpu("b200").limits
+    sliced = dispatch.heuristic_config(Problem(512, 1, torch.bfloat16, False), limits)
+    assert sliced.max_registers == 255 and sliced.num_h_tiles(512) > 1 and sliced.num_programs <= limits.sms
+    whole = dispatch.heuristic_config(Problem(64, 16, torch.bfloat16, False), limits)
+    assert whole.num_h_tiles(64) == 1 and whole.max_registers is None
     # The plan table's tiles keep what the search compiled.
     assert dispatch.heuristic_config(Problem(1024, 16, torch.bfloat16, False), dispatch.H200).max_registers is None
 
