@@ -236,6 +236,7 @@ else:
 
 @triton.jit
 def _behind(p_flags, offs, mask, steps):
+    """Whether any flag ``p_flags[offs]`` (where ``mask``) is still below ``steps``: one reduction."""
     return tl.max(tl.where(mask & (_load_acquire(p_flags, offs, mask) < steps), 1, 0), axis=0) != 0
 
 
