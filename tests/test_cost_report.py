@@ -16,7 +16,7 @@ import torch
 
 import tritongru
 from tritongru import dispatch
-from tritongru.cost_report import table_gain
+from tritongru.cost_report import search_stacks, table_gain
 from tritongru.hardware import known_gpu
 from tritongru.dispatch import H200
 
@@ -173,3 +173,13 @@ def test_stack_search_writes_the_slice_width_the_planner_takes(tmp_path):
             assert entry["layer_by_layer_us"] <= best["modelled_call_us"]
     document = dispatch.parse_plan(plan.read_text(), str(plan))
     assert "model figures" in document["stacks_made_by"]
+
+
+def test_a_stack_search_is_refused_before_its_architectures_table(monkeypatch, tmp_path):
+    """A stack's verdict prices both sides with the shipped one-layer tiles: searched on an
+    architecture whose table has no entries yet, one launch per layer would take the default tiles
+    and the verdict would be wrong, so the search refuses, naming the table to search first."""
+    monkeypatch.setattr(dispatch, "plan_table", lambda arch: {})
+    with pytest.raises(ValueError, match=r"tritongru/plans/sm90\.json, which has no entries: search that table first"):
+        search_stacks(2, (256,), (1,), (torch.bfloat16,), "h200", tmp_path / "sm90.json")
+    assert not (tmp_path / "sm90.json").exists()

@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table_gain(dispatch.parse_plan(args.table_gain.read_text(), str(args.table_gain))))
         return 0
     if args.search and args.layers > 1:
+        refusal = stack_search_refusal(args.gpu)
+        if refusal:
+            parser.error(refusal)
         search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
                       shapes.get("dtypes", (torch.bfloat16, torch.float32)), args.gpu, args.search, args.seq_len)
         return 0
@@ -474,16 +477,31 @@ def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -
 STACK_WIDTHS = (16, 32, 64)
 
 
+def stack_search_refusal(gpu_name: str) -> str | None:
+    """Why a stack search on ``gpu_name`` cannot run yet, or None. Both sides of its verdicts take
+    the one-layer tiles the planner reads (the shipped table of the GPU's architecture): without
+    them one launch per layer would be priced with the default tiles, and the stack's too."""
+    arch = known_gpu(gpu_name).limits.arch
+    if dispatch.plan_table(arch):
+        return None
+    return (f"a stack search prices its launches and one launch per layer with the tiles of tritongru/plans/sm{arch}.json, "
+            f"which has no entries: search that table first (cost-report --search tritongru/plans/sm{arch}.json "
+            f"--gpu {gpu_name})")
+
+
 def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path, seq_len: int = 1024,
                   log=print) -> dict:
     """For every stack of ``layers`` layers over the shape grid, inference and training, the slice
     width whose call in one launch the model ranks cheapest, or 0 where one launch per layer is
     cheaper, merged into the table at ``plan`` under ``"stacks"`` (what :func:`dispatch.planned_stack`
     reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
+    refusal = stack_search_refusal(gpu_name)
+    if refusal:
+        raise ValueError(refusal)
+    limits = known_gpu(gpu_name).limits
     header = {"stacks_made_by": f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
                                 f"{gpu_name}, tritongru/cost_model.py)"}
     document = _merged(plan, header, "stacks", {})
-    limits = known_gpu(gpu_name).limits
     provenance = _provenance()
     for dtype in dtypes:
         for H in hidden:
