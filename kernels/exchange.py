@@ -215,7 +215,6 @@ def wait_for_progress(p_count, needed, seen, p_error, timeout_us):
     return seen
 
 
-
 if INTERPRET:
     @triton.jit
     def _load_acquire(p_words, offs, mask):

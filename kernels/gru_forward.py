@@ -329,10 +329,8 @@ def forward_launch(gx, w_hh, b_hn, h0, lengths, reverse: bool, save: bool, confi
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    launch = Launch(
-        gru_fwd_persistent_kernel, args, dict(constexprs, SAVE_GATES=save, STACK=False, RING=False, DROPOUT=False, SLICES=1), config, D,
-        config.grid_synchronised(H),
-    )
+    constexprs.update(SAVE_GATES=save, STACK=False, RING=False, DROPOUT=False, SLICES=1)
+    launch = Launch(gru_fwd_persistent_kernel, args, constexprs, config, D, config.grid_synchronised(H))
     return launch, (y, state, hbuf, gates)
 
 
@@ -354,7 +352,9 @@ def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: b
     # The slices of a layer exchange its state as tagged words, as in one layer's launch.
     xbuf = torch.zeros((L, 2, B, H), dtype=word_dtype(dtype), device=device)
     xbuf[:, 0].copy_(pack_initial(h0, dtype))
-    progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device)
+    ring = hbuf.shape[1] < T + 1
+    # Only a ring's writers wait for the layer above's progress: training keeps every step.
+    progress = progress_counters(L, config.num_h_tiles(H), config.num_programs, T, device) if ring else sync
     released = release_flags(L, config.num_b_tiles(B), config.num_h_tiles(H), device)
     state = accumulator_state(h0)
     y = empty_output((L if save else 1, T, B, H), dtype, device)
@@ -367,8 +367,8 @@ def stack_forward_launch(gx, w_ih, b_ih, w_hh, b_hn, h0, lengths, masks, save: b
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=False, reverse=False, use_lengths=lengths is not None, precision=precision
     )
-    constexprs.update(SAVE_GATES=save, STACK=True, RING=hbuf.shape[1] < T + 1, DROPOUT=masks is not None, FLAGS=True,
-                      BARRIER=False, SLICES=triton.next_power_of_2(config.num_h_tiles(H)))
+    constexprs.update(SAVE_GATES=save, STACK=True, RING=ring, DROPOUT=masks is not None, FLAGS=True, BARRIER=False,
+                      SLICES=triton.next_power_of_2(config.num_h_tiles(H)))
     return Launch(gru_fwd_persistent_kernel, args, constexprs, config, L, True), (y, state, hbuf, gates)
 
 

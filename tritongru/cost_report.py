@@ -356,11 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table_gain(dispatch.parse_plan(args.table_gain.read_text(), str(args.table_gain))))
         return 0
     if args.search and args.layers > 1:
-        refusal = stack_search_refusal(args.gpu)
-        if refusal:
-            parser.error(refusal)
-        search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
-                      shapes.get("dtypes", (torch.bfloat16, torch.float32)), args.gpu, args.search, args.seq_len)
+        try:
+            search_stacks(args.layers, shapes.get("hidden", (256, 512, 1024)), shapes.get("batch", (1, 16, 64)),
+                          shapes.get("dtypes", (torch.bfloat16, torch.float32)), args.gpu, args.search, args.seq_len)
+        except UnsearchedTable as error:
+            parser.error(str(error))
         return 0
     if args.layers > 1:
         calls = [row for dtype in shapes.get("dtypes", (torch.bfloat16, torch.float32))
@@ -477,16 +477,8 @@ def _search_tiles(kind, hidden, batch, dtype, gpu_name, problem, shorter, log) -
 STACK_WIDTHS = (16, 32, 64)
 
 
-def stack_search_refusal(gpu_name: str) -> str | None:
-    """Why a stack search on ``gpu_name`` cannot run yet, or None. Both sides of its verdicts take
-    the one-layer tiles the planner reads (the shipped table of the GPU's architecture): without
-    them one launch per layer would be priced with the default tiles, and the stack's too."""
-    arch = known_gpu(gpu_name).limits.arch
-    if dispatch.plan_table(arch):
-        return None
-    return (f"a stack search prices its launches and one launch per layer with the tiles of tritongru/plans/sm{arch}.json, "
-            f"which has no entries: search that table first (cost-report --search tritongru/plans/sm{arch}.json "
-            f"--gpu {gpu_name})")
+class UnsearchedTable(ValueError):
+    """A stack search asked for on an architecture whose one-layer plan table has no entries yet."""
 
 
 def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path, seq_len: int = 1024,
@@ -495,10 +487,14 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
     width whose call in one launch the model ranks cheapest, or 0 where one launch per layer is
     cheaper, merged into the table at ``plan`` under ``"stacks"`` (what :func:`dispatch.planned_stack`
     reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
-    refusal = stack_search_refusal(gpu_name)
-    if refusal:
-        raise ValueError(refusal)
     limits = known_gpu(gpu_name).limits
+    if not dispatch.plan_table(limits.arch):
+        # Both sides of each verdict take the one-layer tiles the planner reads (the shipped table):
+        # without them one launch per layer, and the stack, would be priced with the default tiles.
+        raise UnsearchedTable(
+            f"a stack search prices its launches and one launch per layer with the tiles of "
+            f"tritongru/plans/sm{limits.arch}.json, which has no entries: search that table first "
+            f"(cost-report --search tritongru/plans/sm{limits.arch}.json --gpu {gpu_name})")
     header = {"stacks_made_by": f"python -m tritongru cost-report --search --layers (model figures at T={seq_len}, "
                                 f"{gpu_name}, tritongru/cost_model.py)"}
     document = _merged(plan, header, "stacks", {})
