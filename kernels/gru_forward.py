@@ -287,13 +287,16 @@ def gru_fwd_persistent_kernel(
                 tl.store(p_g + H, z.to(dtype), mask=mask)
                 tl.store(p_g + 2 * H, n.to(dtype), mask=mask)
                 tl.store(p_g + 3 * H, gh_n.to(dtype), mask=mask)
+            if STACK:
+                # h_{step + 1} of this tile is in hbuf: the layer above may read it. Released here,
+                # behind a CTA barrier of its own, rather than after the step's barrier: there the
+                # fp32 training forward at 8 warps spills (ptxas at its 255-register cap).
+                tl.debug_barrier()
+                release_steps(p_released + tile, step + 1, releases)
         # Ends the step: every slice of h_t is published before anyone reads it. Without a barrier
         # (ready flags, or one program per batch tile) it only orders this program's own stores
         # before its next loads.
         grid_barrier(p_sync, num_dirs * num_programs, timeout_us, BARRIER)
-        if STACK:  # h_{step + 1} is in hbuf: the layer above may read it
-            for tile in range(pid, num_tiles, num_programs):
-                release_steps(p_released + tile, step + 1, releases)
         if RING:
             if direction > 0:  # done with layer direction - 1's h_{step + 1}
                 report_progress(p_count_own)
