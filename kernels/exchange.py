@@ -131,6 +131,12 @@ def _tag_of(words):
 
 
 @triton.jit
+def _any(flags):
+    """Whether any element of the rank-3 ``flags`` holds: one reduction."""
+    return tl.max(tl.max(tl.max(flags.to(tl.int32), axis=2), axis=1), axis=0) != 0
+
+
+@triton.jit
 def _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
     """One read of all ``NUM_K`` chunks ``(SPLIT_K, len(offs_b), BLOCK_K / SPLIT_K)`` of rows
     ``offs_b``, and whether any word is not yet ``tag``.
@@ -148,7 +154,7 @@ def _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K: tl.constexpr, BLOCK_K: tl.con
             stale = stale_c
         else:
             stale = stale | stale_c
-    return chunks, tl.max(tl.max(tl.max(stale.to(tl.int32), axis=2), axis=1), axis=0) != 0
+    return chunks, _any(stale)
 
 
 @triton.jit
@@ -166,6 +172,29 @@ def wait_tagged_chunks(
         chunks, stale = _poll(p_x, offs_b, stride_b, B, K, tag, NUM_K, BLOCK_K, SPLIT_K)
         stale = stale & ~stall_reported(p_error, deadline)
     return chunks
+
+
+@triton.jit
+def _poll_partials(p_x, offs, mask, tag):
+    words = tl.load(p_x + offs, mask=mask, other=0, volatile=True)
+    return words, _any((_tag_of(words) != tag) & mask)
+
+
+@triton.jit
+def summed_partials(p_x, offs_b, offs_j, B, H, slices, tag, p_error, timeout_us, SLICES: tl.constexpr,
+                    DTYPE: tl.constexpr, ACC: tl.constexpr):
+    """``(len(offs_b), len(offs_j))``: the sum over ``slices`` producers of their tagged partial
+    values ``p_x[(n B + b) H + j]`` (``n < slices``, ``SLICES`` a power of two at least as many),
+    once every word carries ``tag``; the values are ``DTYPE``, summed in ``ACC`` in a fixed order."""
+    offs_n = tl.arange(0, SLICES)
+    mask = (offs_n < slices)[:, None, None] & (offs_b < B)[None, :, None] & (offs_j < H)[None, None, :]
+    offs = offs_n[:, None, None] * B * H + offs_b[None, :, None] * H + offs_j[None, None, :]
+    words, stale = _poll_partials(p_x, offs, mask, tag)
+    deadline = wait_deadline(timeout_us)
+    while stale:
+        words, stale = _poll_partials(p_x, offs, mask, tag)
+        stale = stale & ~stall_reported(p_error, deadline)
+    return tl.sum(unpack_tagged(words, DTYPE).to(ACC), axis=0)
 
 
 @triton.jit

@@ -20,6 +20,13 @@ reused while another program may still read it and one barrier per step suffices
 the second phase polls for ``dgh_t`` as tagged words instead (``kernels/exchange.py``), and no
 program waits at a barrier. The product is split among the warps as in the forward. ``dgx`` (for the
 input GEMMs) and ``dgh`` (for ``dW_hh``) leave the kernel; the weight gradients are batched GEMMs.
+
+A stack's programs may take ``W_hh`` by rows instead (``ROW_PRODUCT``): a program keeps its own
+gates' rows ``W_hh[g H + j0 : g H + j0 + BLOCK_H, :]`` and multiplies its own ``dgh_t`` by them, a
+partial ``dh_{t-1}`` over all H units, which it publishes as tagged words; the next step sums its
+units' partials from the layer's slices. Each row reads H words a step instead of 3H and nothing is
+summed across warps (the reduction is 3 x BLOCK_H long); the partials are rounded to the state's
+dtype once, like the states the forward exchanges. The cost model chooses between the two per shape.
 """
 
 import torch
@@ -28,15 +35,18 @@ import triton.language as tl
 
 from .barrier import grid_barrier
 from .exchange import (
-    pack_tagged, publish_tagged, release_flags, release_steps, step_tag, unpack_tagged, wait_released,
-    wait_tagged_chunks, word_dtype,
+    pack_tagged, publish_tagged, release_flags, release_steps, step_tag, summed_partials, unpack_tagged,
+    wait_released, wait_tagged_chunks, word_dtype,
 )
 from .settings import barrier_timeout_us
 from .launch import (
     Launch, PersistentConfig, accumulator_state, empty_output, launch_constexprs, launch_persistent,
     new_sync_word,
 )
-from .tiles import column_offsets, load_row_chunk, load_weight_chunk, load_weight_chunks, mma, row_time, split_sum, spread_rows
+from .tiles import (
+    column_offsets, gate_rows_product, load_gate_rows, load_row_chunk, load_weight_chunk, load_weight_chunks, mma,
+    row_time, split_sum, spread_rows,
+)
 
 
 @triton.jit(do_not_specialize=["timeout_us"])
@@ -49,7 +59,8 @@ def gru_bwd_persistent_kernel(
     p_dgx,  # (T, B, D x 3H) out: gradient of the input projection, by time index
     p_dgh,  # (D, T, B, 3H) out: gradient of W_hh h + b_hh, by step
     p_dstate,  # (D, B, H) in ACC: gradient of h_n in, gradient of h0 out
-    p_xbuf,  # (D, 2, B, 3H) int32/int64 dgh with its step tags, exchanged when FLAGS
+    p_xbuf,  # (D, 2, B, 3H) int32/int64 dgh with its step tags, exchanged when FLAGS; ROW_PRODUCT:
+    #         (D, 2, slices, B, H) each slice's partial dh_{t-1} with its step tags
     p_sync,  # (2,) int32 barrier counter and error word
     p_wih,  # STACK: (D - 1, 3H, H) W_ih of layers 1..
     p_mask,  # STACK with DROPOUT: (D - 1, T, B, H) the dropout multipliers of layers 1.. inputs
@@ -78,6 +89,8 @@ def gru_bwd_persistent_kernel(
     PRECISION: tl.constexpr,
     ACC: tl.constexpr,
     SLICES: tl.constexpr,  # STACK: the hidden slices of a layer, rounded up to a power of two
+    ROW_PRODUCT: tl.constexpr,  # STACK: W_hh by its rows, the partial dh_{t-1} exchanged
+    HB: tl.constexpr,  # ROW_PRODUCT: H rounded up to a power of two, the partials' width
 ):
     direction = tl.program_id(0) // num_programs
     pid = tl.program_id(0) % num_programs
@@ -94,7 +107,10 @@ def gru_bwd_persistent_kernel(
     step0 = dir64 * T  # and of gates and dgh
     p_w += dir64 * 3 * H * H
     p_dstate += direction * B * H
-    p_xbuf += dir64 * 2 * B * 3 * H
+    if ROW_PRODUCT:
+        p_xbuf += dir64 * 2 * tl.cdiv(H, BLOCK_H) * B * H
+    else:
+        p_xbuf += dir64 * 2 * B * 3 * H
     if STACK:
         # The top layer reads dy; the layers below take it from the layer above's dgx (where this
         # launch writes it) times that layer's W_ih, by the dropout mask between them.
@@ -123,7 +139,10 @@ def gru_bwd_persistent_kernel(
     if RESIDENT:
         # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
         j0 = (pid % num_h_tiles) * BLOCK_H
-        w = load_weight_chunks(p_w, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+        if ROW_PRODUCT:
+            w_rows = load_gate_rows(p_w, j0, H, BLOCK_H, HB, S)
+        else:
+            w = load_weight_chunks(p_w, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
         if STACK:  # the top layer's programs hold the layer below it's W_ih too, unused
             w_ih = load_weight_chunks(p_wih, j0, H, 1, 3 * H, H, NUM_K, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
     dtype = p_dgh.dtype.element_ty
@@ -175,6 +194,13 @@ def gru_bwd_persistent_kernel(
             else:
                 dy = tl.load(p_dy_t, mask=mask & valid[:, None], other=0.0)
             dh = tl.load(p_dstate + offs_bh, mask=mask, other=0.0) + dy.to(ACC)
+            if ROW_PRODUCT:
+                # The slices' partials of the previous iteration, tag rev_step; the first iteration
+                # reads the zeros the slots start as (tag 0): no branch for the compiler to unswitch
+                # the tile loop on.
+                dh += summed_partials(p_xbuf + tl.cast((rev_step + 1) % 2, tl.int64) * num_h_tiles * B * H,
+                                      offs_b, offs_j, B, H, num_h_tiles, step_tag(rev_step, WORD), p_sync + 1,
+                                      timeout_us, SLICES, dtype, ACC)
             p_g = p_gates + ((step0 + step) * B + offs_b[:, None]) * (4 * H) + offs_j[None, :]
             r = tl.load(p_g, mask=mask, other=0.0).to(ACC)
             z = tl.load(p_g + H, mask=mask, other=0.0).to(ACC)
@@ -201,7 +227,14 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgh_s + offs_g, dgh_r, mask=mask)
             tl.store(p_dgh_s + offs_g + H, dgh_z, mask=mask)
             tl.store(p_dgh_s + offs_g + 2 * H, dgh_n, mask=mask)
-            if FLAGS:
+            if ROW_PRODUCT:
+                b_part = gate_rows_product(dgh_r, dgh_z, dgh_n, w_rows, BLOCK_B, S, PRECISION, ACC)
+                offs_p = column_offsets(0, HB, S)
+                offs_pb = offs_b[None, :, None]
+                p_p = p_xbuf + (tl.cast(rev_step % 2, tl.int64) * num_h_tiles + tile % num_h_tiles) * B * H
+                publish_tagged(p_p + offs_pb * H + offs_p, pack_tagged(b_part.to(dtype), tag, WORD),
+                               (offs_pb < B) & (offs_p < H))
+            elif FLAGS:
                 publish_tagged(p_x + offs_g, pack_tagged(dgh_r, tag, WORD), mask)
                 publish_tagged(p_x + offs_g + H, pack_tagged(dgh_z, tag, WORD), mask)
                 publish_tagged(p_x + offs_g + 2 * H, pack_tagged(dgh_n, tag, WORD), mask)
@@ -212,33 +245,44 @@ def gru_bwd_persistent_kernel(
         if STACK:  # dgx of this step is stored: the layer below may read it (layer 0 has none below)
             for tile in range(pid, num_tiles, num_programs):
                 release_steps(p_released + tile, rev_step + 1, direction > 0)
+        if not ROW_PRODUCT:  # by rows, the product was published with the gates
+            for tile in range(pid, num_tiles, num_programs):
+                j0 = (tile % num_h_tiles) * BLOCK_H
+                offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
+                offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
+                acc = tl.zeros((S, BLOCK_B, NS), ACC)
+                if FLAGS:
+                    b_words = wait_tagged_chunks(
+                        p_x, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
+                    )
+                    for c in tl.static_range(NUM_K):
+                        b_dgh = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
+                        acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
+                elif RESIDENT:
+                    for c in tl.static_range(NUM_K):
+                        b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
+                        acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
+                else:
+                    # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
+                    for c in range(NUM_K):
+                        b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
+                        w_c = load_weight_chunk(p_w, j0, c, H, 1, 3 * H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
+                        acc = mma(b_dgh, w_c, acc, PRECISION, ACC)
+                mask = (offs_b < B)[None, :, None] & (offs_j < H)
+                p_ds = p_dstate + offs_b[None, :, None] * H + offs_j
+                tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)
+            # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
+            tl.debug_barrier()
+    if ROW_PRODUCT:
+        # The last iteration's partials carry into the gradient of h0.
         for tile in range(pid, num_tiles, num_programs):
-            j0 = (tile % num_h_tiles) * BLOCK_H
+            offs_j = (tile % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
             offs_b = (tile // num_h_tiles) * BLOCK_B + tl.arange(0, ROWS)
-            offs_j = column_offsets(j0, BLOCK_H, SPLIT_N)
-            acc = tl.zeros((S, BLOCK_B, NS), ACC)
-            if FLAGS:
-                b_words = wait_tagged_chunks(
-                    p_x, offs_b, 3 * H, B, 3 * H, tag, p_sync + 1, timeout_us, NUM_K, BLOCK_K, SPLIT_K,
-                )
-                for c in tl.static_range(NUM_K):
-                    b_dgh = spread_rows(unpack_tagged(b_words[c], dtype), BLOCK_B, SPLIT_N)
-                    acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
-            elif RESIDENT:
-                for c in tl.static_range(NUM_K):
-                    b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
-                    acc = mma(b_dgh, w[c], acc, PRECISION, ACC)
-            else:
-                # Re-read from L2 every step: a runtime loop, not NUM_K unrolled copies.
-                for c in range(NUM_K):
-                    b_dgh = spread_rows(load_row_chunk(p_dgh_s, offs_b, c, 3 * H, B, 3 * H, BLOCK_K, SPLIT_K), BLOCK_B, SPLIT_N)
-                    w_c = load_weight_chunk(p_w, j0, c, H, 1, 3 * H, H, BLOCK_K, BLOCK_H, SPLIT_K, SPLIT_N)
-                    acc = mma(b_dgh, w_c, acc, PRECISION, ACC)
-            mask = (offs_b < B)[None, :, None] & (offs_j < H)
-            p_ds = p_dstate + offs_b[None, :, None] * H + offs_j
-            tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + split_sum(acc, SPLIT_K, SPLIT_N, ROWS), mask=mask)
-        # Only this program reads its slice of dstate in the next step: a CTA barrier orders it.
-        tl.debug_barrier()
+            mask = (offs_b < B)[:, None] & (offs_j < H)[None, :]
+            p_ds = p_dstate + offs_b[:, None] * H + offs_j[None, :]
+            b_dh = summed_partials(p_xbuf + tl.cast((T + 1) % 2, tl.int64) * num_h_tiles * B * H, offs_b, offs_j, B, H,
+                                   num_h_tiles, step_tag(T, WORD), p_sync + 1, timeout_us, SLICES, dtype, ACC)
+            tl.store(p_ds, tl.load(p_ds, mask=mask, other=0.0) + b_dh, mask=mask)
 
 
 def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: PersistentConfig, precision: str):
@@ -246,6 +290,8 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     D, _, H = w_hh.shape
     T, B = dy.shape[:2]
     config.validate(H, B, directions=D)
+    if config.product != "columns":
+        raise ValueError(f"one layer's backward takes W_hh by columns, got product={config.product!r}")
     dtype, device = hs.dtype, hs.device
     dgx = empty_output((T, B, D * 3 * H), dtype, device)
     dgh = empty_output((D, T, B, 3 * H), dtype, device)
@@ -263,7 +309,7 @@ def backward_launch(dy, dh_n, w_hh, hs, gates, lengths, reverse: bool, config: P
     constexprs = launch_constexprs(
         config, H, B, dtype, backward=True, reverse=reverse, use_lengths=lengths is not None, precision=precision
     )
-    constexprs.update(STACK=False, DROPOUT=False, SLICES=1)
+    constexprs.update(STACK=False, DROPOUT=False, SLICES=1, ROW_PRODUCT=False, HB=16)
     return Launch(gru_bwd_persistent_kernel, args, constexprs, config, D, config.grid_synchronised(H)), (dgx, dgh, dstate)
 
 
@@ -282,7 +328,8 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
     sync = new_sync_word(device)
     word = word_dtype(dtype)
     # Zeros: tag 0, which no reverse step takes for its own (tags count from 1).
-    xbuf = torch.zeros((L, 2, B, 3 * H), dtype=word, device=device)
+    rows = config.product == "rows"
+    xbuf = torch.zeros((L, 2, config.num_h_tiles(H), B, H) if rows else (L, 2, B, 3 * H), dtype=word, device=device)
     released = release_flags(L, config.num_b_tiles(B), config.num_h_tiles(H), device)
     args = (
         dy, w_hh, hs, gates, lengths if lengths is not None else dstate, dgx, dgh, dstate, xbuf, sync,
@@ -293,7 +340,8 @@ def stack_backward_launch(dy, dh_n, w_ih, w_hh, hs, gates, lengths, masks, confi
         config, H, B, dtype, backward=True, reverse=False, use_lengths=lengths is not None, precision=precision
     )
     constexprs.update(STACK=True, DROPOUT=masks is not None, FLAGS=True, BARRIER=False,
-                      SLICES=triton.next_power_of_2(config.num_h_tiles(H)))
+                      SLICES=triton.next_power_of_2(config.num_h_tiles(H)), ROW_PRODUCT=rows,
+                      HB=triton.next_power_of_2(H))
     return Launch(gru_bwd_persistent_kernel, args, constexprs, config, L, True), (dgx, dgh, dstate)
 
 

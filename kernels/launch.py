@@ -28,6 +28,7 @@ from .exchange import word_dtype
 from .limits import device_limits
 
 EXCHANGES = ("barrier", "flags")
+PRODUCTS = ("columns", "rows")
 
 
 def resident_bytes_per_weight(dtype: torch.dtype) -> int:
@@ -54,6 +55,10 @@ class PersistentConfig:
     the reduction split ``split_k`` ways, the slice's columns ``split_n`` ways. With as many parts
     as warps, every warp does distinct work; with fewer, Triton gives the extra warps copies of
     the same parts (correct, and slower: the planner never chooses it).
+
+    ``product`` is how a stack's backward takes ``W_hh``: by ``"columns"`` (each program its units'
+    columns, every slice's ``dgh`` read each step) or by ``"rows"`` (each program its gates' rows, a
+    partial product over all units exchanged: ``kernels/gru_backward.py``).
     """
 
     block_b: int
@@ -67,6 +72,7 @@ class PersistentConfig:
     exchange: str = "barrier"
     split_k: int = 1
     split_n: int = 1
+    product: str = "columns"
 
     def label(self) -> str:
         """A compact one-line form, e.g. ``b16/h16/k1024/p64/w8/s1/resident/split8x1`` (``/flags``
@@ -75,6 +81,7 @@ class PersistentConfig:
             f"b{self.block_b}/h{self.block_h}/k{self.block_k}/p{self.num_programs}/w{self.num_warps}/"
             f"s{self.num_stages}/{'resident' if self.resident else 'streamed'}/split{self.split_k}x{self.split_n}"
             + ("/flags" if self.exchange == "flags" else "")
+            + ("/rows" if self.product == "rows" else "")
             + (f"/r{self.max_registers}" if self.max_registers is not None else "")
         )
 
@@ -134,6 +141,13 @@ class PersistentConfig:
             )
         if self.exchange == "flags" and not self.resident:
             raise ValueError("exchange='flags' needs resident=True (a step polls all its chunks at once, unrolled)")
+        if self.product not in PRODUCTS:
+            raise ValueError(f"product must be one of {PRODUCTS}, got {self.product!r}")
+        if self.product == "rows" and triton.next_power_of_2(hidden) // self.num_warps < 8:
+            raise ValueError(
+                f"product='rows' splits the {hidden} units among the {self.num_warps} warps, at least 8 each "
+                f"(the tensor cores' narrowest tile): use fewer warps or product='columns'"
+            )
         if dtype is not None and self.uses_ready_flags(hidden):
             word_dtype(dtype)
         check_step_size(batch, hidden, directions)

@@ -155,6 +155,34 @@ def split_sum_pair(acc_a, acc_b, SPLIT_K: tl.constexpr, SPLIT_N: tl.constexpr, R
 
 
 @triton.jit
+def load_gate_rows(p_w, j0, H, BLOCK_H: tl.constexpr, HB: tl.constexpr, S: tl.constexpr):
+    """The rows ``W[g H + j0 : g H + j0 + BLOCK_H, :]`` of the three gates of ``W`` (3H, H), each
+    the B operand of a product over all H columns split among ``S`` warps:
+    ``(S, BLOCK_H, HB / S)`` (the columns padded to ``HB``, a power of two, with zeros)."""
+    rows = H - j0  # the slice's rows that exist: fewer at the end of H
+    return (
+        load_weight_chunk(p_w + j0 * H, 0, 0, H, 1, rows, H, BLOCK_H, HB, 1, S),
+        load_weight_chunk(p_w + (H + j0) * H, 0, 0, H, 1, rows, H, BLOCK_H, HB, 1, S),
+        load_weight_chunk(p_w + (2 * H + j0) * H, 0, 0, H, 1, rows, H, BLOCK_H, HB, 1, S),
+    )
+
+
+@triton.jit
+def gate_rows_product(a_r, a_z, a_n, w_rows, BLOCK_B: tl.constexpr, S: tl.constexpr, PRECISION: tl.constexpr,
+                      ACC: tl.constexpr):
+    """``[a_r, a_z, a_n] @ W[rows of the slice, :]``: the ``(ROWS, BLOCK_H)`` gate values of one slice
+    through its rows of all three gates (:func:`load_gate_rows`), ``(S, ROWS, HB / S)``: a part of
+    the product over all H columns, to be summed with the other slices'."""
+    ROWS: tl.constexpr = a_r.shape[0]
+    K: tl.constexpr = a_r.shape[1]
+    acc = tl.zeros((S, BLOCK_B, w_rows[0].shape[2]), ACC)
+    acc = mma(spread_rows(tl.reshape(a_r, (1, ROWS, K)), BLOCK_B, S), w_rows[0], acc, PRECISION, ACC)
+    acc = mma(spread_rows(tl.reshape(a_z, (1, ROWS, K)), BLOCK_B, S), w_rows[1], acc, PRECISION, ACC)
+    acc = mma(spread_rows(tl.reshape(a_n, (1, ROWS, K)), BLOCK_B, S), w_rows[2], acc, PRECISION, ACC)
+    return split_sum(acc, 1, S, ROWS)
+
+
+@triton.jit
 def row_time(p_len, offs_b, mask_b, step, T, reverse, USE_LENGTHS: tl.constexpr):
     """Time index each row reads and writes at ``step``, and whether the row is still running.
 

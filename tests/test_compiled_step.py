@@ -88,6 +88,41 @@ def test_inner_product_loops_count_once_per_chunk():
     assert chunks.mma_chain == 6 and chunks.wait_loops == 0
 
 
+# A time loop (0x100-0x150) with a shuffle whose rarely taken fallback ptxas put after the kernel's
+# end (0x1a0-0x1b0), branching back into the loop; between them, code that runs once after the loop.
+COLD_BLOCK = """
+        /*0100*/                   LDS R8, [R2] ;
+        /*0110*/              @P3 BRA 0x1a0 ;
+        /*0120*/                   SHFL.BFLY PT, R2, R3, 0x1, 0x1f ;
+        /*0130*/                   HMMA.16816.F32.BF16 R16, R8, R12, R16 ;
+        /*0140*/                   ATOMG.E.EXCH.STRONG.GPU PT, RZ, desc[UR4][R4.64], R16 ;
+        /*0150*/              @P2 BRA 0x100 ;
+        /*0160*/                   LDG.E.128.STRONG.SYS R20, desc[UR4][R6.64] ;
+        /*0170*/                   HMMA.16816.F32.BF16 R16, R20, R12, R16 ;
+        /*0180*/                   EXIT ;
+        /*0190*/                   BRA 0x190 ;
+        /*01a0*/                   WARPSYNC.COLLECTIVE R5, 0x1b0 ;
+        /*01b0*/                   BRA 0x120 ;
+"""
+
+
+def test_a_cold_block_branching_back_is_not_the_time_loop():
+    """Its span (0x120-0x1b0) is the longest and holds tensor-core work, but its body is the
+    fallback alone: the time loop is the one whose body leads to its branch back, and the code
+    after it (a load and a product) is not counted."""
+    instructions = parse_sass(COLD_BLOCK)
+    assert (2, 11) in loops(instructions)
+    assert time_loop(instructions) == (0, 5)
+    counts = count_step(instructions)
+    assert counts.global_load_bytes == 0 and counts.mma_instructions == 1 and counts.instructions == 6
+
+
+def test_published_tagged_words_are_stores():
+    """The ready-flag words are published by atomic exchange: 32 lanes x 4 bytes through L2."""
+    counts = count_step(parse_sass(COLD_BLOCK))
+    assert counts.atomics["ATOMG.E.EXCH.STRONG.GPU"] == 1 and dict(counts.global_stores) == {"ATOMG.E.EXCH.STRONG.GPU": 128}
+
+
 def test_access_widths():
     def width(text):
         return access_bytes(parse_sass(f"        /*0000*/ {text} ;")[0])

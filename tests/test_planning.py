@@ -234,3 +234,33 @@ def test_every_priced_gpu_is_a_known_one_with_a_source_for_every_figure():
     # The tensor issue rate follows the published dense peak where it is derived: the A100's
     # 312 TFLOPS over 108 x 4 sub-partitions at 1.41 GHz is 512 FLOP per clock, 8 per m16n8k16.
     assert GPUS["a100"].mma_issue.value == 8.0 and "derived" in GPUS["a100"].mma_issue.source
+
+
+def test_a_stack_backward_by_rows_that_spills_is_tried_by_columns():
+    """Its remedies keep the work split; the last of them take W_hh by columns, which holds no
+    partial product over all H units."""
+    rows = launch.PersistentConfig(16, 16, 512, 32, num_warps=8, split_k=8, max_registers=255, exchange="flags",
+                                   product="rows")
+    remedies = list(dispatch.spill_remedies(rows))
+    assert remedies[0].product == "rows" and remedies[-1].product == "columns"
+    assert [r for r in remedies if r.product == "columns"] == list(dispatch.spill_remedies(
+        dataclasses.replace(rows, product="columns")))
+
+
+@pytest.mark.parametrize("config, expected", [
+    (launch.PersistentConfig(16, 16, 64, 4, num_warps=16, split_k=4, split_n=2, exchange="flags", product="rows"),
+     "at least 8 each"),
+    (launch.PersistentConfig(16, 16, 64, 4, exchange="flags", product="diagonals"), "product must be one of"),
+], ids=["rows-too-many-warps", "unknown-product"])
+def test_a_product_the_kernels_cannot_take_is_refused(config, expected):
+    with pytest.raises(ValueError, match=expected):
+        config.validate(64, 16)
+
+
+def test_one_layers_backward_takes_w_hh_by_columns_only():
+    from tritongru.kernels.gru_backward import backward_launch
+    config = launch.PersistentConfig(16, 16, 64, 4, exchange="flags", product="rows")
+    H, B, T = 64, 2, 3
+    with pytest.raises(ValueError, match="one layer's backward takes W_hh by columns"):
+        backward_launch(torch.zeros(T, B, H), torch.zeros(1, B, H), torch.zeros(1, 3 * H, H), torch.zeros(1, T + 1, B, H),
+                        torch.zeros(1, T, B, 4, H), None, False, config, "ieee")

@@ -6,6 +6,7 @@ program raising the timeout; and the planner's choice of the stack on an H200.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import time
 from unittest import mock
@@ -71,16 +72,44 @@ def _record_launches(monkeypatch, module) -> list:
     return seen
 
 
+@pytest.mark.parametrize("product", ["columns", "rows"])
 @pytest.mark.parametrize("layers, lengths", [(2, None), (3, [4, 1, 3, 2])], ids=["layers2", "layers3-lengths"])
-def test_concurrent_slices_match_float64(layers, lengths, patient_waits, launches, backward_launches):
+def test_concurrent_slices_match_float64(layers, lengths, product, patient_waits, monkeypatch, launches,
+                                         backward_launches):
     """H=40 in three resident slices per layer, B=18 in two batch tiles: six programs a layer, all
-    running at once, each layer polling the one below (the one above in the backward)."""
+    running at once, each layer polling the one below (the one above in the backward), whose
+    backward takes W_hh by columns or by rows (partials over all H units summed across slices)."""
     B = 18 if lengths is None else 4
-    config = _sliced(40, B)
+    config = dataclasses.replace(_sliced(40, B), product=product)
+    products = _record_products(monkeypatch)
     lengths = None if lengths is None else torch.tensor(lengths)
     check_kernels_against_float64(layers, 40, B, 4, torch.float32, 2e-5, seed=31, lengths=lengths, concurrent=True,
                                   config=config)
     assert launches == backward_launches == [(True, layers * config.num_programs)], "one launch each way"
+    assert products == [product == "rows"]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 4e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
+def test_low_precision_partials_by_rows_match_float64(dtype, tolerance, patient_waits, monkeypatch):
+    """By rows, each slice's partial dh is exchanged in the state's dtype, rounded once per slice and
+    step: within the tolerance of the columns' sum in fp32."""
+    products = _record_products(monkeypatch)
+    check_kernels_against_float64(2, 40, 3, 4, dtype, tolerance, seed=31, concurrent=True,
+                                  config=dataclasses.replace(_sliced(40, 3), product="rows"))
+    assert products == [True]
+
+
+def _record_products(monkeypatch) -> list:
+    """Whether each stack backward launch of a call took W_hh by rows."""
+    seen = []
+    launch_persistent = backward_module.launch_persistent
+
+    def record(launch):
+        seen.append(launch.constexprs["ROW_PRODUCT"])
+        return launch_persistent(launch)
+
+    monkeypatch.setattr(backward_module, "launch_persistent", record)
+    return seen
 
 
 @pytest.mark.parametrize("slots", [2, 3], ids=["ring2", "ring3"])
@@ -214,7 +243,7 @@ def test_bidirectional_stacks_run_layer_by_layer(launches):
 
 
 # A stack section of a plan table: 4 layers at H=512, 32-unit slices for a batch of 16; one launch
-# per layer for 2 layers in training.
+# per layer for 2 layers in training; 6 layers at H=256 in training, the backward by rows.
 STACKS = {
     "2B/inference/l4/h512/b16": {"block_h": 32, "modelled_call_us": 3220.0, "layer_by_layer_us": 5670.0,
                                  "ranked": [{"block_h": 32, "modelled_call_us": 3220.0}]},
@@ -222,6 +251,9 @@ STACKS = {
                                 "ranked": [{"block_h": 16, "modelled_call_us": 1730.0}]},
     "2B/training/l2/h512/b16": {"block_h": 0, "modelled_call_us": 7700.0, "layer_by_layer_us": 7700.0,
                                 "ranked": [{"block_h": 32, "modelled_call_us": 7990.0}]},
+    "2B/training/l6/h256/b16": {"block_h": 16, "backward_product": "rows", "modelled_call_us": 4200.0,
+                                "layer_by_layer_us": 18300.0,
+                                "ranked": [{"block_h": 16, "backward_product": "rows", "modelled_call_us": 4200.0}]},
     # No width of 6 layers fit: no verdict for 5 layers, which take 4 layers' entry.
     "2B/inference/l6/h512/b16": {"block_h": 0, "modelled_call_us": 8500.0, "layer_by_layer_us": 8500.0, "ranked": []},
 }
@@ -252,6 +284,15 @@ def test_the_plan_tables_slice_width_of_the_nearest_covered_stack(stack_table):
     assert dispatch.planned_stack(Problem(512, 16, torch.bfloat16, False, layers=6), 90)["block_h"] == 0
     assert dispatch.planned_stack(Problem(1024, 16, torch.bfloat16, False, layers=4), 90) is None, "none >= H"
     assert dispatch.planned_stack(Problem(512, 16, torch.float32, False, layers=4), 90) is None, "another dtype size"
+
+
+def test_the_plan_tables_backward_product(stack_table):
+    """A training entry's product is the backward's; its forward, one layer and inference keep columns."""
+    training = Problem(256, 16, torch.bfloat16, True, layers=6)
+    assert heuristic_config(training, H200, True).product == "rows"
+    assert heuristic_config(training, H200, False).product == "columns"
+    assert heuristic_config(Problem(256, 16, torch.bfloat16, True), H200, True, product="rows").product == "columns"
+    assert heuristic_config(dataclasses.replace(training, training=False), H200, True).product == "columns"
 
 
 def test_a_width_narrower_than_the_sms_allow_is_not_taken(stack_table):

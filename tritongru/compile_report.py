@@ -259,15 +259,16 @@ def fitted_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, gpu_na
 
 
 def fitted_stack_launch(kind: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str = "h200",
-                        seq_len: int = SEQ_LEN, slice_width: int | None = None,
+                        seq_len: int = SEQ_LEN, slice_width: int | None = None, product: str | None = None,
                         ) -> tuple[Launch | None, tuple[str, ...]]:
     """The one launch of ``kind`` running every layer of a unidirectional stack that the op takes
     on ``gpu_name`` (:func:`fitted_launch`'s choice among plans that keep the weights on chip),
     with the plans refused on the way; None where it keeps the stack layer by layer: no resident
-    plan co-resides or fits. ``slice_width`` overrides the plan table's (what the table's search
-    compares)."""
+    plan co-resides or fits. ``slice_width`` and the backward's ``product`` override the plan
+    table's (what the table's search compares)."""
     problem = Problem(hidden, batch, dtype, kind != "fwd-inf", layers=layers)
-    planned = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", slice_width=slice_width)
+    planned = heuristic_config(problem, known_gpu(gpu_name).limits, kind == "bwd", slice_width=slice_width,
+                               product=product)
     if not planned.resident or layers * planned.num_programs > known_gpu(gpu_name).limits.sms:
         return None, ()
     launch, refused = _fitted(kind, problem, planned, gpu_name, lambda config: planned_stack_launch(

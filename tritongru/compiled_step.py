@@ -114,14 +114,42 @@ MMA_BASES = ("HMMA", "HGMMA", "DMMA", "IMMA")
 
 
 def time_loop(instructions: list[Instruction]) -> tuple[int, int]:
-    """The outermost loop whose body holds a tensor-core instruction: the loop over timesteps."""
-    with_mma = [
-        (first, last) for first, last in loops(instructions)
-        if any(inst.base in MMA_BASES for inst in instructions[first : last + 1])
-    ]
+    """The outermost loop whose body holds a tensor-core instruction: the loop over timesteps.
+
+    Outermost by its body, the instructions between its head and its branch back that lead to that
+    branch, not by its span: ptxas places rarely taken blocks (a warp-collective's fallback, say)
+    after the kernel's end, each branching back into the loop it left, and the span of such a
+    branch takes in whatever lies between, the code that runs once after the time loop included."""
+    bodies = {span: _loop_body(instructions, *span) for span in loops(instructions)}
+    with_mma = [span for span, body in bodies.items() if any(instructions[i].base in MMA_BASES for i in body)]
     if not with_mma:
         raise ValueError("no loop of this kernel holds a tensor-core instruction: no time loop to count")
-    return max(with_mma, key=lambda span: span[1] - span[0])
+    return max(with_mma, key=lambda span: len(bodies[span]))
+
+
+def _falls_through(inst: Instruction) -> bool:
+    return not (inst.base in ("EXIT", "RET", "BRA", "JMP") and inst.predicate in ("", "@PT"))
+
+
+def _loop_body(instructions: list[Instruction], first: int, last: int) -> set[int]:
+    """The indices in ``first .. last`` from which the branch back at ``last`` is reached without
+    passing the loop's head ``first``."""
+    index_of = {inst.address: i for i, inst in enumerate(instructions)}
+    predecessors: dict[int, list[int]] = {}
+    for i in range(first, last + 1):
+        inst = instructions[i]
+        if i < last and _falls_through(inst):
+            predecessors.setdefault(i + 1, []).append(i)
+        target = index_of.get(inst.branch_target()) if inst.branch_target() is not None else None
+        if target is not None and first <= target <= last:
+            predecessors.setdefault(target, []).append(i)
+    body, pending = {first, last}, [last]
+    while pending:
+        for previous in predecessors.get(pending.pop(), ()):
+            if previous not in body:
+                body.add(previous)
+                pending.append(previous)
+    return body
 
 
 # Bytes one thread moves with a load or store of each width modifier (none: 32 bits).
@@ -226,6 +254,9 @@ def count_step(instructions: list[Instruction], span: tuple[int, int] | None = N
             counts.global_stores[inst.opcode] += times * access_bytes(inst)
         elif base in ("ATOMG", "ATOM", "RED", "REDG"):
             counts.atomics[inst.opcode] += times
+            if "EXCH" in inst.modifiers:
+                # Tagged words are published by atomic exchange (a strong store): they cross L2.
+                counts.global_stores[inst.opcode] += times * access_bytes(inst)
         elif base == "BAR":
             counts.cta_barriers += times
         elif base == "MEMBAR":

@@ -185,17 +185,18 @@ def layer_by_layer_row(shape: CallShape, dtype: torch.dtype, gpu_name: str, mode
 
 
 def stack_row(name: str, shape: CallShape, dtype: torch.dtype, gpu_name: str, baseline: str = "",
-              mode: str = "inference", slice_width: int | None = None) -> CallRow | None:
+              mode: str = "inference", slice_width: int | None = None, product: str | None = None) -> CallRow | None:
     """The call of ``shape``'s stack in one launch each way (``mode``: ``inference`` or
-    ``fwd_bwd``; slices as wide as the plan table says, or ``slice_width``), or None where no such
-    launch runs: its weights do not stay on chip at one program per SM, or a compiled kernel does
-    not fit."""
+    ``fwd_bwd``; slices as wide as the plan table says, or ``slice_width``; the backward's
+    ``W_hh`` by the table's ``product`` or this one), or None where no such launch runs: its
+    weights do not stay on chip at one program per SM, or a compiled kernel does not fit."""
     limits = known_gpu(gpu_name).limits
     kinds = ("fwd-inf",) if mode == "inference" else ("fwd", "bwd")
     steps = []
     for kind in kinds:
         launch, _ = compile_report.fitted_stack_launch(kind, shape.hidden, shape.batch, dtype, shape.layers, gpu_name,
-                                                       seq_len=shape.seq_len, slice_width=slice_width)
+                                                       seq_len=shape.seq_len, slice_width=slice_width,
+                                                       product=product if kind == "bwd" else None)
         if launch is None:
             return None
         row = cost_row(f"stack-{kind}", launch, gpu_name)
@@ -484,9 +485,10 @@ class UnsearchedTable(ValueError):
 def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path, seq_len: int = 1024,
                   log=print) -> dict:
     """For every stack of ``layers`` layers over the shape grid, inference and training, the slice
-    width whose call in one launch the model ranks cheapest, or 0 where one launch per layer is
-    cheaper, merged into the table at ``plan`` under ``"stacks"`` (what :func:`dispatch.planned_stack`
-    reads), with every width's modelled call (microseconds, model figures) at ``seq_len`` steps."""
+    width (and in training the backward's product, by columns or rows of ``W_hh``) whose call in
+    one launch the model ranks cheapest, or 0 where one launch per layer is cheaper, merged into
+    the table at ``plan`` under ``"stacks"`` (what :func:`dispatch.planned_stack` reads), with every
+    candidate's modelled call (microseconds, model figures) at ``seq_len`` steps."""
     limits = known_gpu(gpu_name).limits
     if not dispatch.plan_table(limits.arch):
         # Both sides of each verdict take the one-layer tiles the planner reads (the shipped table):
@@ -510,25 +512,45 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
                         config = heuristic_config(problem, limits, slice_width=width)
                         if config.block_h != width or config.num_h_tiles(H) < 2:
                             continue  # fewer SMs a layer than slices, or all of W_hh in one program
-                        row = stack_row("stack", shape, dtype, gpu_name, mode=mode, slice_width=width)
-                        if row is not None:
-                            ranked.append((row.total_us, width))
+                        for product in _backward_products(mode, H, B, dtype, layers, gpu_name, width):
+                            row = stack_row("stack", shape, dtype, gpu_name, mode=mode, slice_width=width,
+                                            product=product)
+                            if row is not None:
+                                ranked.append((row.total_us, width, product))
                     # Where no width fits spill-free (nor co-resides), the layers run one launch each:
                     # recorded, so that the planner does not take a smaller batch's width instead.
                     layer_by_layer = layer_by_layer_row(shape, dtype, gpu_name, mode).total_us
-                    best_us, best = min(ranked, default=(float("inf"), 0))
+                    best_us, best, best_product = min(ranked, default=(float("inf"), 0, None))
                     key = stack_key(dtype.itemsize, mode != "inference", layers, H, B)
+                    chosen = {"block_h": best if best_us < layer_by_layer else 0}
+                    if best_product is not None and best_us < layer_by_layer:
+                        chosen["backward_product"] = best_product
                     document = _merged(plan, header, "stacks", {key: {
-                        "block_h": best if best_us < layer_by_layer else 0,
+                        **chosen,
                         "modelled_call_us": round(min(best_us, layer_by_layer), 1),
                         "layer_by_layer_us": round(layer_by_layer, 1),
-                        "ranked": [{"block_h": w, "modelled_call_us": round(us, 1)} for us, w in sorted(ranked)],
+                        "ranked": [{"block_h": w, **({"backward_product": p} if p else {}), "modelled_call_us": round(us, 1)}
+                                   for us, w, p in sorted(ranked, key=lambda r: r[:2])],
                         **provenance,
                     }})
-                    log(f"{key}: " + (", ".join(f"{w}-unit slices {us / 1e3:.2f} ms" for us, w in sorted(ranked))
+                    log(f"{key}: " + (", ".join(f"{w}-unit slices{f' ({p})' if p else ''} {us / 1e3:.2f} ms"
+                                                for us, w, p in sorted(ranked, key=lambda r: r[:2]))
                                       or "no slice width keeps both matrices on chip, fits and spills nothing")
                         + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
     return document
+
+
+def _backward_products(mode: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str,
+                        width: int) -> tuple[str | None, ...]:
+    """The backward products a stack's search compares at ``width``: none in inference; by columns,
+    and by rows where that plan fits as it is (a plan by rows that spills is re-planned by columns,
+    which the search prices already)."""
+    if mode == "inference":
+        return (None,)
+    launch, _ = compile_report.fitted_stack_launch("bwd", hidden, batch, dtype, layers, gpu_name, slice_width=width,
+                                                   product="rows")
+    rows = launch is not None and launch.config.product == "rows"
+    return ("columns", "rows") if rows else ("columns",)
 
 
 def _merged(plan: Path, header: dict, section: str, entries: dict) -> dict:

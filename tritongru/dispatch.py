@@ -263,7 +263,7 @@ def default_tiles(hidden: int, element_size: int, kind: str) -> Tiles:
 @functools.lru_cache(maxsize=1024)
 def heuristic_config(
     problem: Problem, limits: DeviceLimits, backward: bool = False, exchange: str | None = None, tiles: Tiles | None = None,
-    slice_width: int | None = None,
+    slice_width: int | None = None, product: str | None = None,
 ) -> PersistentConfig:
     """A configuration that is always valid and co-resident; the starting point before tuning.
 
@@ -274,7 +274,8 @@ def heuristic_config(
     the plan table's, chosen by modelled cost, :func:`planned_tiles`) give the warps, how they
     split the product, the reduction chunk, the batch tile and how resident slices hand on their
     state (``exchange`` overrides it). A stack's slices are as wide as the plan table's choice
-    (:func:`planned_stack`) or ``slice_width``, where that leaves each layer its share of the SMs.
+    (:func:`planned_stack`) or ``slice_width``, where that leaves each layer its share of the SMs,
+    and its backward takes ``W_hh`` by the rows or columns the table chose, or ``product``.
     """
     H, B = problem.hidden, problem.batch
     kind = kind_of(problem.training, backward)
@@ -303,6 +304,8 @@ def heuristic_config(
     if stacked:
         chosen = planned_stack(problem, limits.arch) if slice_width is None else {"block_h": slice_width}
         block_h = max(block_h, (chosen or {}).get("block_h", 0))
+        if backward and product is None:
+            product = (chosen or {}).get("backward_product", "columns")
     if capped or stacked:  # a stack runs one program per SM too
         common["max_registers"] = 255
     if stacked and (problem.training or block_h >= 32):
@@ -322,7 +325,10 @@ def heuristic_config(
             chosen = "flags"  # layers run different steps at once: no barrier can end a step
         if chosen == "flags" and problem.dtype.itemsize > 4:
             chosen = "barrier"  # an fp64 value and its tag fit no single-copy-atomic word
-        return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen)
+        # By rows, the warps split all H units of the partial product: at least 8 each.
+        rows = stacked and backward and product == "rows" and h_pad // sliced.num_warps >= 8
+        return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen,
+                                   product="rows" if rows else "columns")
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
 
 
@@ -387,7 +393,8 @@ def spill_remedies(config: PersistentConfig) -> Iterator[PersistentConfig]:
     spills fp32 H=512 slices; uncapped, sm_120 spills a 16-bit H=64 backward holding all of W_hh);
     the product over twice the warps, the reduction split first (each thread holds half the
     accumulators; it is what keeps fp32 stacks' training forward spill-free on sm_90); half the
-    reduction chunk (less state staged per chunk), capped and not."""
+    reduction chunk (less state staged per chunk), capped and not; for a stack's backward by rows,
+    the same by columns."""
     yield dataclasses.replace(config, max_registers=None if config.max_registers else 255)
     for split_k, split_n in ((2 * config.split_k, config.split_n), (config.split_k, 2 * config.split_n)):
         if config.block_k // split_k >= 16 and config.block_h // split_n >= 8 and split_k * split_n <= MAX_WARPS:
@@ -398,6 +405,8 @@ def spill_remedies(config: PersistentConfig) -> Iterator[PersistentConfig]:
         shorter = split_among_warps(dataclasses.replace(config, block_k=config.block_k // 2), prefer="k")
         yield dataclasses.replace(shorter, max_registers=255)
         yield dataclasses.replace(shorter, max_registers=None)
+    if config.product == "rows":  # a stack's backward by columns holds no partial over all H units
+        yield from spill_remedies(dataclasses.replace(config, product="columns"))
 
 
 def first_fitting(problem: Problem, limits: DeviceLimits, backward: bool, config: PersistentConfig,
