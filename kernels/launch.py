@@ -107,6 +107,11 @@ class PersistentConfig:
         through tagged words instead of meeting at a barrier."""
         return self.exchange == "flags" and self.num_h_tiles(hidden) > 1
 
+    def rows_addressable(self, hidden: int, batch: int) -> bool:
+        """Whether a backward by rows indexes its step's partials, every slice's ``batch x hidden``,
+        within 32 bits."""
+        return self.num_h_tiles(hidden) * batch * hidden < 2**31
+
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
 
@@ -147,6 +152,11 @@ class PersistentConfig:
             raise ValueError(
                 f"product='rows' splits the {hidden} units among the {self.num_warps} warps, at least 8 each "
                 f"(the tensor cores' narrowest tile): use fewer warps or product='columns'"
+            )
+        if self.product == "rows" and not self.rows_addressable(hidden, batch):
+            raise ValueError(
+                f"product='rows' indexes a step's partials (slices x batch x hidden) with 32-bit offsets: "
+                f"{self.num_h_tiles(hidden)} x {batch} x {hidden} is too many; use product='columns'"
             )
         if dtype is not None and self.uses_ready_flags(hidden):
             word_dtype(dtype)

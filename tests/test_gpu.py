@@ -283,6 +283,29 @@ def test_stack_in_one_launch_matches_float64(dtype, H, B, layers, monkeypatch):
     assert max(grad_errs) < tolerance, grad_errs
 
 
+@pytest.mark.parametrize("product", ["columns", "rows"])
+def test_stack_backward_by_columns_and_by_rows_matches_float64(product, monkeypatch):
+    """Both ways a stack's backward takes W_hh, whichever the plan table chose for the shape: by
+    rows, the slices exchange partial products over all units and sum them at the next step."""
+    planned = dispatch.planned_stack
+    monkeypatch.setattr(dispatch, "planned_stack",
+                        lambda problem, arch: {**(planned(problem, arch) or {"block_h": 16}), "backward_product": product})
+    monkeypatch.setattr(dispatch, "_fitted", {})
+    dispatch.heuristic_config.cache_clear()
+    backward_module = importlib.import_module("tritongru.kernels.gru_backward")
+    products = []
+    run = backward_module.launch_persistent
+    monkeypatch.setattr(backward_module, "launch_persistent",
+                        lambda launch: (products.append(launch.constexprs["ROW_PRODUCT"]), run(launch))[1])
+    try:
+        out_err, h_err, grad_errs = _against_reference(512, 16, 64, torch.bfloat16, layers=4)
+    finally:
+        dispatch.heuristic_config.cache_clear()
+    assert products == [product == "rows"], "one backward launch for the whole stack"
+    tolerance = TOLERANCE[torch.bfloat16]
+    assert out_err < tolerance and h_err < tolerance and max(grad_errs) < tolerance, (out_err, h_err, grad_errs)
+
+
 def test_launched_kernels_keep_resident_weights_spill_free(monkeypatch):
     """The plans that run keep their resident weights in registers and shared memory: where a
     planned kernel spills (task 39's training forward on sm_90), another register setting or warp

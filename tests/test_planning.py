@@ -251,10 +251,12 @@ def test_a_stack_backward_by_rows_that_spills_is_tried_by_columns():
     (launch.PersistentConfig(16, 16, 64, 4, num_warps=16, split_k=4, split_n=2, exchange="flags", product="rows"),
      "at least 8 each"),
     (launch.PersistentConfig(16, 16, 64, 4, exchange="flags", product="diagonals"), "product must be one of"),
-], ids=["rows-too-many-warps", "unknown-product"])
+    (launch.PersistentConfig(16, 16, 64, 4, exchange="flags", product="rows", num_warps=4, split_k=4), "32-bit offsets"),
+], ids=["rows-too-many-warps", "unknown-product", "rows-too-many-partials"])
 def test_a_product_the_kernels_cannot_take_is_refused(config, expected):
+    batch = 2**31 // (4 * 64) if expected == "32-bit offsets" else 16
     with pytest.raises(ValueError, match=expected):
-        config.validate(64, 16)
+        config.validate(64, batch)
 
 
 def test_one_layers_backward_takes_w_hh_by_columns_only():
