@@ -137,7 +137,8 @@ def gru_bwd_persistent_kernel(
     S: tl.constexpr = SPLIT_K * SPLIT_N
     NS: tl.constexpr = BLOCK_H // SPLIT_N
     if RESIDENT:
-        # W_hh[:, slice] of all three gates: the reduction runs over the 3H rows.
+        # W_hh[:, slice] of all three gates, the reduction over the 3H rows; or by rows, the slice's
+        # rows of each gate, the reduction over its 3 x BLOCK_H gate values.
         j0 = (pid % num_h_tiles) * BLOCK_H
         if ROW_PRODUCT:
             w_rows = load_gate_rows(p_w, j0, H, BLOCK_H, HB, S)
@@ -228,6 +229,9 @@ def gru_bwd_persistent_kernel(
             tl.store(p_dgh_s + offs_g + H, dgh_z, mask=mask)
             tl.store(p_dgh_s + offs_g + 2 * H, dgh_n, mask=mask)
             if ROW_PRODUCT:
+                # Published as the columns' dgh is, slot rev_step % 2 with tag rev_step + 1: the
+                # two-slot argument of kernels/exchange.py holds, each slice reading every slice's
+                # partial of its rows before publishing the next.
                 b_part = gate_rows_product(dgh_r, dgh_z, dgh_n, w_rows, BLOCK_B, S, PRECISION, ACC)
                 offs_p = column_offsets(0, HB, S)
                 offs_pb = offs_b[None, :, None]

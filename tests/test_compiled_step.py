@@ -117,6 +117,35 @@ def test_a_cold_block_branching_back_is_not_the_time_loop():
     assert counts.global_load_bytes == 0 and counts.mma_instructions == 1 and counts.instructions == 6
 
 
+# sm_80's forms: an inner loop left by a conditional CALL.REL.NOINC past its unconditional branch
+# back, the outer loop's branch back unconditional after a predicated EXIT; and a shuffle's
+# BRA.DIV, taken only where the warp has diverged.
+CALL_EXIT = """
+        /*0000*/                   LDS R8, [R2] ;
+        /*0010*/                   HMMA.16816.F32.BF16 R16, R8, R12, R16 ;
+        /*0020*/              @P3 CALL.REL.NOINC 0x40 ;
+        /*0030*/                   BRA 0x10 ;
+        /*0040*/                   STS [R5], R16 ;
+        /*0050*/             @!P3 EXIT ;
+        /*0060*/                   BRA 0x0 ;
+"""
+DIVERGENT = """
+        /*0000*/                   LDS R8, [R2] ;
+        /*0010*/                   HMMA.16816.F32.BF16 R16, R8, R12, R16 ;
+        /*0020*/                   BRA.DIV 0x60 ;
+        /*0030*/                   SHFL.BFLY PT, R2, R3, 0x1, 0x1f ;
+        /*0040*/              @P2 BRA 0x0 ;
+        /*0050*/                   EXIT ;
+        /*0060*/                   WARPSYNC.COLLECTIVE R5, 0x70 ;
+        /*0070*/                   BRA 0x30 ;
+"""
+
+
+@pytest.mark.parametrize("listing, loop", [(CALL_EXIT, (0, 6)), (DIVERGENT, (0, 4))], ids=["call-rel-noinc", "bra-div"])
+def test_conditional_transfers_stay_in_the_loops_body(listing, loop):
+    assert time_loop(parse_sass(listing)) == loop
+
+
 def test_published_tagged_words_are_stores():
     """The ready-flag words are published by atomic exchange: 32 lanes x 4 bytes through L2."""
     counts = count_step(parse_sass(COLD_BLOCK))

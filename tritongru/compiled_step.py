@@ -127,8 +127,21 @@ def time_loop(instructions: list[Instruction]) -> tuple[int, int]:
     return max(with_mma, key=lambda span: len(bodies[span]))
 
 
+def _jump_target(inst: Instruction) -> int | None:
+    """Where ``inst`` may transfer control: a branch's target, or a ``CALL.REL.NOINC``'s, which
+    ptxas (sm_80) uses as the conditional way out of a loop whose branch back is unconditional."""
+    if inst.base == "CALL":
+        targets = [operand for operand in inst.operands if re.fullmatch(r"0x[0-9a-f]+", operand)]
+        return int(targets[-1], 16) if targets else None
+    return inst.branch_target()
+
+
 def _falls_through(inst: Instruction) -> bool:
-    return not (inst.base in ("EXIT", "RET", "BRA", "JMP") and inst.predicate in ("", "@PT"))
+    """Whether the next instruction may run after ``inst``: all but an unpredicated exit, return or
+    jump (``BRA.DIV`` and ``BRA.CONV`` branch only where the warp has diverged, or converged)."""
+    if inst.predicate not in ("", "@PT") or inst.base not in ("EXIT", "RET", "BRA", "JMP"):
+        return True
+    return inst.base == "BRA" and bool({"DIV", "CONV"} & set(inst.modifiers))
 
 
 def _loop_body(instructions: list[Instruction], first: int, last: int) -> set[int]:
@@ -140,7 +153,7 @@ def _loop_body(instructions: list[Instruction], first: int, last: int) -> set[in
         inst = instructions[i]
         if i < last and _falls_through(inst):
             predecessors.setdefault(i + 1, []).append(i)
-        target = index_of.get(inst.branch_target()) if inst.branch_target() is not None else None
+        target = index_of.get(_jump_target(inst))
         if target is not None and first <= target <= last:
             predecessors.setdefault(target, []).append(i)
     body, pending = {first, last}, [last]
