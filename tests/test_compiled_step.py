@@ -141,7 +141,19 @@ DIVERGENT = """
 """
 
 
-@pytest.mark.parametrize("listing, loop", [(CALL_EXIT, (0, 6)), (DIVERGENT, (0, 4))], ids=["call-rel-noinc", "bra-div"])
+# sm_120's: a loop over chunks whose branch back takes its uniform predicate as an operand.
+UNIFORM = """
+        /*0000*/                   LDS R8, [R2] ;
+        /*0010*/                   HMMA.16816.F32.BF16 R16, R8, R12, R16 ;
+        /*0020*/                   BRA.U UP1, 0x10 ;
+        /*0030*/                   STS [R5], R16 ;
+        /*0040*/              @P2 BRA 0x0 ;
+        /*0050*/                   EXIT ;
+"""
+
+
+@pytest.mark.parametrize("listing, loop", [(CALL_EXIT, (0, 6)), (DIVERGENT, (0, 4)), (UNIFORM, (0, 4))],
+                         ids=["call-rel-noinc", "bra-div", "bra-u-operand"])
 def test_conditional_transfers_stay_in_the_loops_body(listing, loop):
     assert time_loop(parse_sass(listing)) == loop
 

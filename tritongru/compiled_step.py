@@ -138,8 +138,11 @@ def _jump_target(inst: Instruction) -> int | None:
 
 def _falls_through(inst: Instruction) -> bool:
     """Whether the next instruction may run after ``inst``: all but an unpredicated exit, return or
-    jump (``BRA.DIV`` and ``BRA.CONV`` branch only where the warp has diverged, or converged)."""
+    jump. ``BRA.DIV`` and ``BRA.CONV`` branch only where the warp has diverged (or converged), and
+    sm_120's ``BRA.U UP1, target`` takes its predicate as an operand."""
     if inst.predicate not in ("", "@PT") or inst.base not in ("EXIT", "RET", "BRA", "JMP"):
+        return True
+    if any(re.fullmatch(r"!?U?P[0-6]", operand) for operand in inst.operands):
         return True
     return inst.base == "BRA" and bool({"DIV", "CONV"} & set(inst.modifiers))
 
