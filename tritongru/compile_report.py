@@ -314,6 +314,11 @@ def kind_name(kind: str, launch: Launch) -> str:
     return kind + ("+flags" if launch.constexprs.get("FLAGS") else "")
 
 
+def stack_kind_name(kind: str, launch: Launch) -> str:
+    """A stack's launches all exchange by flags; its backward may take ``W_hh`` by rows."""
+    return kind + ("+rows" if launch.config.product == "rows" else "")
+
+
 def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", exchange: str | None = None,
            out=sys.stdout, layers: int = 1) -> list[Row]:
     """Compile every variant planned for ``gpu_name`` over the shape grid (of one layer, or with
@@ -322,21 +327,22 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", ex
     limits = known.limits
     print(f"# {known.name}: {limits.describe()} ({known.limits_source()})", file=out)
     rows = []
-    header = f"{'kernel':<13} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
+    width = 14 if layers > 1 else 13  # stack-bwd+rows
+    header = f"{'kernel':<{width}} {'dtype':<5} {'H':>5} {'B':>4} {'block b/h/k':>12} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'/SM':>3} {'grid':>4} {'resident':>8}  status"
     print(header, file=out)
     for dtype in dtypes:
         for H in hidden:
             for B in batch:
                 for kind, launch, refused in variants(H, B, dtype, gpu_name, exchange, layers):
                     if launch is None:
-                        print(f"{kind:<13} {_TRITON_TYPE[dtype]:<5} {H:>5} {B:>4}  runs layer by layer: no plan keeps "
+                        print(f"{kind:<{width}} {_TRITON_TYPE[dtype]:<5} {H:>5} {B:>4}  runs layer by layer: no plan keeps "
                               f"both weight matrices of {layers} layers on chip at one program per SM", file=out)
                         continue
                     config = launch.config
                     compiled = compile_launch(launch, limits.arch)
                     per_sm = limits.programs_per_sm(compiled.regs, compiled.shared, config.num_warps)
                     row = Row(
-                        kind if layers > 1 else kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs,
+                        stack_kind_name(kind, launch) if layers > 1 else kind_name(kind, launch), _TRITON_TYPE[dtype], H, B, config, compiled.regs,
                         compiled.spill_bytes, compiled.shared, per_sm, launch.programs, config.resident,
                         launch.synchronised, limits, refused,
                     )
@@ -346,7 +352,7 @@ def report(hidden=HIDDEN, batch=BATCH, dtypes=DTYPES, gpu_name: str = "h200", ex
                     if refused:
                         status += f" (re-planned: {'; '.join(refused)})"
                     print(
-                        f"{row.kernel:<13} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {row.regs:>4} "
+                        f"{row.kernel:<{width}} {row.dtype:<5} {H:>5} {B:>4} {tiles:>12} {config.num_warps:>5} {row.regs:>4} "
                         f"{row.spill_bytes:>5} {row.shared:>7} {per_sm:>3} {row.grid:>4} {str(row.resident):>8}  {status}",
                         file=out, flush=True,
                     )
