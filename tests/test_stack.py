@@ -216,6 +216,22 @@ def test_missing_program_raises_the_timeout(monkeypatch):
     assert time.monotonic() - start < 60
 
 
+def test_missing_program_of_a_backward_by_rows_raises_the_timeout(monkeypatch):
+    """The slices of a layer wait for every slice's partial: one program short, they time out."""
+    monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "120000")
+    model = tritongru.GRU(3, 40, 2, backend="triton")
+    x = torch.randn(3, 2, 3, requires_grad=True)
+    with concurrent_programs(), force_config(dataclasses.replace(_sliced(40, 2), product="rows")):
+        y, _ = model(x)
+        monkeypatch.setenv("TRITONGRU_BARRIER_TIMEOUT_MS", "300")
+        monkeypatch.setattr(backward_module, "gru_bwd_persistent_kernel",
+                            OneProgramShort(backward_module.gru_bwd_persistent_kernel))
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="TRITONGRU_BARRIER_TIMEOUT_MS"):
+            torch.autograd.grad(y.sum(), x)
+    assert time.monotonic() - start < 60
+
+
 H200 = arch_limits(90, sms=132)
 
 
