@@ -164,7 +164,7 @@ def test_saved_config_is_found_for_its_bucket_only(tables):
     entry = document["devices"][H200.key]["entries"]["h256_b16_bfloat16_d1_infer"]
     assert entry["config"] == {
         "block_b": 32, "block_h": 32, "block_k": 64, "num_programs": 16, "num_warps": 8, "num_stages": 1, "resident": True,
-        "max_registers": None, "exchange": "barrier", "split_k": 1, "split_n": 1,
+        "max_registers": None, "exchange": "barrier", "split_k": 1, "split_n": 1, "product": "columns",
     }
     assert document["devices"][H200.key]["gpu"]["sms"] == 132
 

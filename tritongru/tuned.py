@@ -157,11 +157,11 @@ def _config_from_json(data: object, hidden: int) -> PersistentConfig:
         raise ValueError(f"config must be an object, got {type(data).__name__}")
     fields = {field.name for field in dataclasses.fields(PersistentConfig)}
     # Fields that came later than the first tables, with defaults: the compiler's register choice,
-    # the barrier, an unsplit product.
-    if not fields - {"max_registers", "exchange", "split_k", "split_n"} <= set(data) <= fields:
+    # the barrier, an unsplit product, a backward by columns.
+    if not fields - {"max_registers", "exchange", "split_k", "split_n", "product"} <= set(data) <= fields:
         raise ValueError(f"config fields must be {sorted(fields)}, got {sorted(data)}")
     for name, value in data.items():
-        expected = {"resident": bool, "exchange": str}.get(name, int)
+        expected = {"resident": bool, "exchange": str, "product": str}.get(name, int)
         if name == "max_registers" and value is None:
             continue
         # bool is an int subclass: a stray true/false must not pass as a block size.
