@@ -158,6 +158,13 @@ def test_conditional_transfers_stay_in_the_loops_body(listing, loop):
     assert time_loop(parse_sass(listing)) == loop
 
 
+def test_a_loop_whose_body_cannot_be_followed_is_refused():
+    """An exit this reader does not know (a made-up opcode in the place of CALL.REL.NOINC) cuts the
+    outer loop's body short: refused, not counted as the inner loop alone."""
+    with pytest.raises(ValueError, match="its body could not be followed"):
+        time_loop(parse_sass(CALL_EXIT.replace("CALL.REL.NOINC", "JMPX.REL")))
+
+
 def test_published_tagged_words_are_stores():
     """The ready-flag words are published by atomic exchange: 32 lanes x 4 bytes through L2."""
     counts = count_step(parse_sass(COLD_BLOCK))

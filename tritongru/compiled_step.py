@@ -124,7 +124,18 @@ def time_loop(instructions: list[Instruction]) -> tuple[int, int]:
     with_mma = [span for span, body in bodies.items() if any(instructions[i].base in MMA_BASES for i in body)]
     if not with_mma:
         raise ValueError("no loop of this kernel holds a tensor-core instruction: no time loop to count")
-    return max(with_mma, key=lambda span: len(bodies[span]))
+    first, last = max(with_mma, key=lambda span: len(bodies[span]))
+    # Nothing loops around the steps: a branch back from beyond them to before them closes a loop
+    # whose body this reader could not follow (a control transfer it does not know).
+    around = [(lo, hi) for lo, hi in bodies if lo < first and last < hi]
+    if around:
+        lo, hi = around[0]
+        raise ValueError(
+            f"the loop at {instructions[lo].address:#x}-{instructions[hi].address:#x} encloses the time loop read at "
+            f"{instructions[first].address:#x}-{instructions[last].address:#x}, but its body could not be followed "
+            f"(a control transfer this reader does not know): no step to count"
+        )
+    return first, last
 
 
 def _jump_target(inst: Instruction) -> int | None:
