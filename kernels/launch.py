@@ -107,10 +107,17 @@ class PersistentConfig:
         through tagged words instead of meeting at a barrier."""
         return self.exchange == "flags" and self.num_h_tiles(hidden) > 1
 
-    def rows_addressable(self, hidden: int, batch: int) -> bool:
-        """Whether a backward by rows indexes its step's partials, every slice's ``batch x hidden``,
-        within 32 bits."""
-        return self.num_h_tiles(hidden) * batch * hidden < 2**31
+    def rows_refusal(self, hidden: int, batch: int) -> str | None:
+        """Why this configuration's backward cannot take ``W_hh`` by rows at ``hidden`` x ``batch``
+        (None where it can): the warps split all the units of the partial product, and a step's
+        partials, every slice's ``batch x hidden``, are indexed with 32-bit offsets."""
+        if triton.next_power_of_2(hidden) // self.num_warps < 8:
+            return (f"product='rows' splits the {hidden} units among the {self.num_warps} warps, at least 8 each "
+                    f"(the tensor cores' narrowest tile): use fewer warps or product='columns'")
+        if self.num_h_tiles(hidden) * batch * hidden >= 2**31:
+            return (f"product='rows' indexes a step's partials (slices x batch x hidden) with 32-bit offsets: "
+                    f"{self.num_h_tiles(hidden)} x {batch} x {hidden} is too many; use product='columns'")
+        return None
 
     def num_b_tiles(self, batch: int) -> int:
         return triton.cdiv(batch, self.block_b)
@@ -148,16 +155,8 @@ class PersistentConfig:
             raise ValueError("exchange='flags' needs resident=True (a step polls all its chunks at once, unrolled)")
         if self.product not in PRODUCTS:
             raise ValueError(f"product must be one of {PRODUCTS}, got {self.product!r}")
-        if self.product == "rows" and triton.next_power_of_2(hidden) // self.num_warps < 8:
-            raise ValueError(
-                f"product='rows' splits the {hidden} units among the {self.num_warps} warps, at least 8 each "
-                f"(the tensor cores' narrowest tile): use fewer warps or product='columns'"
-            )
-        if self.product == "rows" and not self.rows_addressable(hidden, batch):
-            raise ValueError(
-                f"product='rows' indexes a step's partials (slices x batch x hidden) with 32-bit offsets: "
-                f"{self.num_h_tiles(hidden)} x {batch} x {hidden} is too many; use product='columns'"
-            )
+        if self.product == "rows" and (refusal := self.rows_refusal(hidden, batch)):
+            raise ValueError(refusal)
         if dtype is not None and self.uses_ready_flags(hidden):
             word_dtype(dtype)
         check_step_size(batch, hidden, directions)

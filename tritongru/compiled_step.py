@@ -53,8 +53,15 @@ class Instruction:
         return tuple(self.opcode.split(".")[1:])
 
     def branch_target(self) -> int | None:
-        if self.base not in ("BRA", "BRX", "JMP"):
-            return None
+        return self._address() if self.base in ("BRA", "BRX", "JMP") else None
+
+    def jump_target(self) -> int | None:
+        """Where control may go besides the next instruction: a branch's target, or a
+        ``CALL.REL.NOINC``'s, which ptxas (sm_80) uses as the conditional way out of a loop whose
+        branch back is unconditional."""
+        return self._address() if self.base == "CALL" else self.branch_target()
+
+    def _address(self) -> int | None:
         targets = [operand for operand in self.operands if re.fullmatch(r"0x[0-9a-f]+", operand)]
         return int(targets[-1], 16) if targets else None
 
@@ -120,7 +127,8 @@ def time_loop(instructions: list[Instruction]) -> tuple[int, int]:
     branch, not by its span: ptxas places rarely taken blocks (a warp-collective's fallback, say)
     after the kernel's end, each branching back into the loop it left, and the span of such a
     branch takes in whatever lies between, the code that runs once after the time loop included."""
-    bodies = {span: _loop_body(instructions, *span) for span in loops(instructions)}
+    predecessors = _predecessors(instructions)
+    bodies = {span: _loop_body(predecessors, *span) for span in loops(instructions)}
     with_mma = [span for span, body in bodies.items() if any(instructions[i].base in MMA_BASES for i in body)]
     if not with_mma:
         raise ValueError("no loop of this kernel holds a tensor-core instruction: no time loop to count")
@@ -138,15 +146,6 @@ def time_loop(instructions: list[Instruction]) -> tuple[int, int]:
     return first, last
 
 
-def _jump_target(inst: Instruction) -> int | None:
-    """Where ``inst`` may transfer control: a branch's target, or a ``CALL.REL.NOINC``'s, which
-    ptxas (sm_80) uses as the conditional way out of a loop whose branch back is unconditional."""
-    if inst.base == "CALL":
-        targets = [operand for operand in inst.operands if re.fullmatch(r"0x[0-9a-f]+", operand)]
-        return int(targets[-1], 16) if targets else None
-    return inst.branch_target()
-
-
 def _falls_through(inst: Instruction) -> bool:
     """Whether the next instruction may run after ``inst``: all but an unpredicated exit, return or
     jump. ``BRA.DIV`` and ``BRA.CONV`` branch only where the warp has diverged (or converged), and
@@ -158,22 +157,26 @@ def _falls_through(inst: Instruction) -> bool:
     return inst.base == "BRA" and bool({"DIV", "CONV"} & set(inst.modifiers))
 
 
-def _loop_body(instructions: list[Instruction], first: int, last: int) -> set[int]:
-    """The indices in ``first .. last`` from which the branch back at ``last`` is reached without
-    passing the loop's head ``first``."""
+def _predecessors(instructions: list[Instruction]) -> dict[int, list[int]]:
+    """For each instruction's index, the indices control may come to it from."""
     index_of = {inst.address: i for i, inst in enumerate(instructions)}
     predecessors: dict[int, list[int]] = {}
-    for i in range(first, last + 1):
-        inst = instructions[i]
-        if i < last and _falls_through(inst):
+    for i, inst in enumerate(instructions):
+        if i + 1 < len(instructions) and _falls_through(inst):
             predecessors.setdefault(i + 1, []).append(i)
-        target = index_of.get(_jump_target(inst))
-        if target is not None and first <= target <= last:
+        target = index_of.get(inst.jump_target())
+        if target is not None:
             predecessors.setdefault(target, []).append(i)
+    return predecessors
+
+
+def _loop_body(predecessors: dict[int, list[int]], first: int, last: int) -> set[int]:
+    """The indices in ``first .. last`` from which the branch back at ``last`` is reached without
+    passing the loop's head ``first``."""
     body, pending = {first, last}, [last]
     while pending:
         for previous in predecessors.get(pending.pop(), ()):
-            if previous not in body:
+            if first <= previous <= last and previous not in body:
                 body.add(previous)
                 pending.append(previous)
     return body

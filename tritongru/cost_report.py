@@ -525,16 +525,17 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
                     chosen = {"block_h": best if best_us < layer_by_layer else 0}
                     if best_product is not None and best_us < layer_by_layer:
                         chosen["backward_product"] = best_product
+                    ranked.sort(key=lambda candidate: candidate[:2])
                     document = _merged(plan, header, "stacks", {key: {
                         **chosen,
                         "modelled_call_us": round(min(best_us, layer_by_layer), 1),
                         "layer_by_layer_us": round(layer_by_layer, 1),
                         "ranked": [{"block_h": w, **({"backward_product": p} if p else {}), "modelled_call_us": round(us, 1)}
-                                   for us, w, p in sorted(ranked, key=lambda r: r[:2])],
+                                   for us, w, p in ranked],
                         **provenance,
                     }})
                     log(f"{key}: " + (", ".join(f"{w}-unit slices{f' ({p})' if p else ''} {us / 1e3:.2f} ms"
-                                                for us, w, p in sorted(ranked, key=lambda r: r[:2]))
+                                                for us, w, p in ranked)
                                       or "no slice width keeps both matrices on chip, fits and spills nothing")
                         + f"; one launch per layer {layer_by_layer / 1e3:.2f} ms (model)")
     return document
@@ -543,7 +544,7 @@ def search_stacks(layers: int, hidden, batch, dtypes, gpu_name: str, plan: Path,
 def _backward_products(mode: str, hidden: int, batch: int, dtype: torch.dtype, layers: int, gpu_name: str,
                         width: int) -> tuple[str | None, ...]:
     """The backward products a stack's search compares at ``width``: none in inference; by columns,
-    and by rows where that plan fits as it is (a plan by rows that spills is re-planned by columns,
+    and by rows where some plan by rows fits (where none does, the fitting falls back to columns,
     which the search prices already)."""
     if mode == "inference":
         return (None,)

@@ -325,9 +325,7 @@ def heuristic_config(
             chosen = "flags"  # layers run different steps at once: no barrier can end a step
         if chosen == "flags" and problem.dtype.itemsize > 4:
             chosen = "barrier"  # an fp64 value and its tag fit no single-copy-atomic word
-        # By rows, the warps split all H units of the partial product: at least 8 each.
-        rows = (stacked and backward and product == "rows" and h_pad // sliced.num_warps >= 8
-                and sliced.rows_addressable(H, B))
+        rows = stacked and backward and product == "rows" and sliced.rows_refusal(H, B) is None
         return dataclasses.replace(sliced, num_programs=h_tiles * groups, exchange=chosen,
                                    product="rows" if rows else "columns")
     return dataclasses.replace(sliced, num_programs=min(h_tiles * b_tiles, sms), resident=False)
